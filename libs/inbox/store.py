@@ -1,0 +1,42 @@
+"""The idempotent-consumer record: one row per (consumer, message id) processed.
+
+The row is inserted in the same transaction as the handler's state change and outbox rows.
+``ON CONFLICT DO NOTHING`` makes a duplicate a no-op that the caller recognises (``claim`` returns
+False), rolls back, and acks: the message's effect exists exactly once, however often it arrives.
+"""
+
+from __future__ import annotations
+
+from libs.pg.migrations import Migration, load
+from libs.pg.pool import Conn
+
+
+def migrations() -> list[Migration]:
+    return load("libs.inbox", "inbox")
+
+
+async def claim(conn: Conn, *, consumer: str, message_id: str, message_type: str) -> bool:
+    """Record the message as processed by ``consumer``; False when it already was."""
+    inserted = await conn.fetchval(
+        """INSERT INTO inbox (consumer, message_id, message_type) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING RETURNING true""",
+        consumer,
+        message_id,
+        message_type,
+    )
+    return bool(inserted)
+
+
+async def count(conn: Conn, *, consumer: str | None = None) -> int:
+    if consumer is None:
+        return int(await conn.fetchval("SELECT count(*) FROM inbox"))
+    return int(await conn.fetchval("SELECT count(*) FROM inbox WHERE consumer = $1", consumer))
+
+
+async def prune(conn: Conn, *, older_than_seconds: float) -> int:
+    """Forget records older than the longest redelivery window the operator expects."""
+    status = await conn.execute(
+        "DELETE FROM inbox WHERE processed_at < now() - make_interval(secs => $1)",
+        older_than_seconds,
+    )
+    return int(status.split()[-1])

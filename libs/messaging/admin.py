@@ -1,0 +1,100 @@
+"""Broker administration that AMQP cannot do: virtual hosts and permissions.
+
+Uses ``rabbitmqctl`` when it is on PATH (a local broker), otherwise the management HTTP API
+(``ORDERFLOW_RABBITMQ_API``, default ``http://127.0.0.1:15672``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from libs.errors import ConfigurationError, InfrastructureUnavailable
+
+
+async def _rabbitmqctl(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl",
+        "-q",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise InfrastructureUnavailable(
+            f"rabbitmqctl {' '.join(args)} failed: {(err or out).decode().strip()[:500]}"
+        )
+    return out.decode()
+
+
+def _api(method: str, path: str, body: dict[str, Any] | None = None) -> None:
+    base = os.environ.get("ORDERFLOW_RABBITMQ_API", "http://127.0.0.1:15672")
+    user = os.environ.get("ORDERFLOW_RABBITMQ_ADMIN_USER", "guest")
+    password = os.environ.get("ORDERFLOW_RABBITMQ_ADMIN_PASSWORD", "guest")
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={
+            "content-type": "application/json",
+            "authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(),
+        },
+    )
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        if not (method == "DELETE" and exc.code == 404):
+            raise ConfigurationError(f"management API {method} {path}: HTTP {exc.code}") from None
+    except OSError as exc:
+        raise InfrastructureUnavailable(
+            f"neither rabbitmqctl nor the management API at {base} is available: {exc}"
+        ) from None
+
+
+def _q(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+async def ensure_vhost(vhost: str, *, user: str = "guest") -> None:
+    """Create the vhost if needed and give ``user`` full rights on it."""
+    if shutil.which("rabbitmqctl"):
+        existing = (await _rabbitmqctl("list_vhosts", "name")).split()
+        if vhost not in existing:
+            await _rabbitmqctl("add_vhost", vhost)
+        await _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        return
+    await asyncio.to_thread(_api, "PUT", f"/api/vhosts/{_q(vhost)}", {})
+    await asyncio.to_thread(
+        _api,
+        "PUT",
+        f"/api/permissions/{_q(vhost)}/{_q(user)}",
+        {"configure": ".*", "write": ".*", "read": ".*"},
+    )
+
+
+async def delete_vhost(vhost: str) -> None:
+    if shutil.which("rabbitmqctl"):
+        existing = (await _rabbitmqctl("list_vhosts", "name")).split()
+        if vhost in existing:
+            await _rabbitmqctl("delete_vhost", vhost)
+        return
+    await asyncio.to_thread(_api, "DELETE", f"/api/vhosts/{_q(vhost)}")
+
+
+def vhost_of(url: str) -> str:
+    """The vhost an AMQP URL names (``/`` when it names none)."""
+    path = urllib.parse.urlsplit(url).path
+    return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def with_vhost(url: str, vhost: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(path="/" + _q(vhost)).geturl()

@@ -1,0 +1,159 @@
+"""Taking deliveries from a queue, with acknowledgement after the work is done.
+
+:class:`QueueConsumer` hands each delivery to a ``process`` coroutine; ``prefetch`` bounds how
+many are in flight (aio-pika runs each delivery's callback as its own task). Acks are per
+delivery, never ``multiple=True``: concurrent workers on one channel would ack each other's
+deliveries. An ack that fails because the channel was lost is only logged: the broker redelivers
+and the inbox absorbs the duplicate. ``stop`` cancels the subscription, lets in-flight deliveries
+finish, then closes the channel.
+
+:class:`DeadLetterPublisher` moves a delivery to its queue's dead-letter queue with headers
+saying why, confirmed by the broker before the original is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from libs.messages.envelope import utcnow
+from libs.messaging.publisher import Outgoing, Publisher
+from libs.messaging.topology import DEAD_LETTER_EXCHANGE
+from libs.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+Delivery = AbstractIncomingMessage
+ProcessFn = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+ERROR_CLASS = "x-orderflow-error-class"
+ERROR_MESSAGE = "x-orderflow-error"
+ERROR_SERVICE = "x-orderflow-service"
+ERROR_ATTEMPTS = "x-orderflow-attempts"
+ORIGINAL_QUEUE = "x-orderflow-queue"
+ORIGINAL_EXCHANGE = "x-orderflow-exchange"
+ORIGINAL_ROUTING_KEY = "x-orderflow-routing-key"
+DEAD_AT = "x-orderflow-dead-at"
+
+
+class QueueConsumer:
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        *,
+        queue: str,
+        prefetch: int,
+        process: ProcessFn,
+    ) -> None:
+        self._connection = connection
+        self._queue_name = queue
+        self._prefetch = prefetch
+        self._process = process
+        self._channel: AbstractChannel | None = None
+        self._tag: str | None = None
+        self._queue: Any = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await self._channel.get_queue(self._queue_name, ensure=True)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def _on_message(self, delivery: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        self._idle.clear()
+        try:
+            await self._process(delivery)
+        finally:
+            self._in_flight.discard(task)
+            if not self._in_flight:
+                self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def stop(self, *, grace: float = 30.0) -> None:
+        """Stop taking deliveries, finish those in flight, close the channel."""
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception as exc:  # the channel may already be gone
+                log.warning("consumer.cancel_failed", queue=self._queue_name, error=str(exc))
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        except TimeoutError:
+            log.warning("consumer.stop_timeout", queue=self._queue_name, in_flight=self.in_flight)
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+
+async def settle(delivery: AbstractIncomingMessage, *, ack: bool) -> None:
+    """Ack (or requeue) and only log a failure: redelivery is safe, the inbox absorbs it."""
+    try:
+        if ack:
+            await delivery.ack()
+        else:
+            await delivery.nack(requeue=True)
+    except Exception as exc:
+        log.warning("consumer.settle_failed", ack=ack, error=f"{type(exc).__name__}: {exc}")
+
+
+def delivery_count(delivery: AbstractIncomingMessage) -> int:
+    """How many times the broker delivered this message before (quorum queues count)."""
+    value = (delivery.headers or {}).get("x-delivery-count", 0)
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else 0
+
+
+class DeadLetterPublisher:
+    """Sends deliveries to ``<queue>.dlq`` with the reason, confirmed."""
+
+    def __init__(self, publisher: Publisher, *, service: str) -> None:
+        self._publisher = publisher
+        self._service = service
+
+    async def dead_letter(
+        self,
+        delivery: AbstractIncomingMessage,
+        *,
+        queue: str,
+        error: BaseException,
+        attempts: int,
+    ) -> None:
+        """Publish the delivery to its dead-letter queue; raises if not confirmed."""
+        headers: dict[str, Any] = {
+            k: v for k, v in (delivery.headers or {}).items() if not k.startswith("x-orderflow-")
+        }
+        headers.update(
+            {
+                ERROR_CLASS: type(error).__name__,
+                ERROR_MESSAGE: str(error)[:1000],
+                ERROR_SERVICE: self._service,
+                ERROR_ATTEMPTS: attempts,
+                ORIGINAL_QUEUE: queue,
+                ORIGINAL_EXCHANGE: delivery.exchange or "",
+                ORIGINAL_ROUTING_KEY: delivery.routing_key or "",
+                DEAD_AT: utcnow().isoformat(),
+            }
+        )
+        await self._publisher.publish(
+            Outgoing(
+                exchange=DEAD_LETTER_EXCHANGE,
+                routing_key=queue,
+                body=delivery.body,
+                message_id=delivery.message_id or "",
+                type=delivery.type or "",
+                timestamp=delivery.timestamp or utcnow(),
+                correlation_id=delivery.correlation_id,
+                headers=headers,
+                content_type=delivery.content_type or "application/octet-stream",
+            )
+        )

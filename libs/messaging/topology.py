@@ -1,0 +1,84 @@
+"""One declarative description of exchanges and queues, declared idempotently.
+
+Every consumer queue is a durable quorum queue with ``x-delivery-limit`` (a message that crashes
+its consumer again and again stops coming back) and dead-letters, at least once, to its own
+``<queue>.dlq`` through the direct exchange :data:`DEAD_LETTER_EXCHANGE`. The consumer also
+publishes poison messages there itself, with headers saying why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+DEAD_LETTER_EXCHANGE = "orderflow.dead-letter"
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A consumer's queue, named ``<service>.<purpose>``."""
+
+    name: str
+    bindings: tuple[Binding, ...]
+    delivery_limit: int = 5
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return self.name + DLQ_SUFFIX
+
+    def arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-routing-key": self.name,
+            # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ >= 3.10)
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    exchanges: tuple[str, ...]
+    queues: tuple[QueueSpec, ...] = field(default=())
+
+    def queue(self, name: str) -> QueueSpec:
+        for spec in self.queues:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no queue {name!r} in the topology")
+
+    def dead_letter_queues(self) -> list[str]:
+        return [q.dead_letter_queue for q in self.queues]
+
+    def with_queues(self, queues: Iterable[QueueSpec]) -> Topology:
+        return Topology(self.exchanges, (*self.queues, *queues))
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> None:
+    """Declare everything; declaring twice with the same arguments changes nothing."""
+    dlx = await channel.declare_exchange(
+        DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    for name in topology.exchanges:
+        await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    for spec in topology.queues:
+        dlq = await channel.declare_queue(
+            spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=spec.name)
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
+        for binding in spec.bindings:
+            await queue.bind(binding.exchange, routing_key=binding.routing_key)

@@ -1,0 +1,65 @@
+"""structlog configuration: JSON lines (or a console format) with trace and service context.
+
+Every line carries ``service``; lines written inside a span carry ``trace_id`` and ``span_id``.
+Values bound with ``structlog.contextvars`` (order id, message id) appear on every line of the
+task that bound them. CR and LF in any value are escaped, so input cannot forge log lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from libs.observability.tracing import ids_of_current_span
+
+
+def _add_trace(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    ids = ids_of_current_span()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
+
+
+def _escape(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\r", "\\r").replace("\n", "\\n")
+    return value
+
+
+def _escape_newlines(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        event[key] = _escape(value)
+    return event
+
+
+def setup_logging(*, service: str, fmt: str = "json", level: str = "INFO") -> None:
+    """Configure structlog and the standard library's root logger for this process."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace,
+    ]
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    else:
+        shared.append(_escape_newlines)
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name)

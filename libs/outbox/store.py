@@ -1,0 +1,246 @@
+"""The outbox table: what a service has committed to send and not yet sent.
+
+Guarantees:
+- ``OutboxWriter`` writes rows on the caller's connection, so they commit or roll back with the
+  caller's state change; the trace context current at ``add`` time is stored with the row.
+- ``claim`` takes unpublished rows in id order with ``FOR UPDATE SKIP LOCKED`` inside the caller's
+  transaction. It never tails by ``id > last_seen``: a row whose transaction commits after a
+  higher id is still claimed by the next pass. A row held back by a retry delay holds back the
+  later rows of its aggregate, so per-aggregate order survives a failed publish.
+- Rows are marked published only by ``mark_published``, which the relay calls after confirms.
+- After ``max_attempts`` failed publishes a row is *dead*: kept, listed, replayable, never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from libs.messages import codec
+from libs.messages.envelope import Envelope
+from libs.observability.tracing import current_trace_headers
+from libs.pg.migrations import Migration, load
+from libs.pg.pool import Conn
+
+
+def migrations() -> list[Migration]:
+    return load("libs.outbox", "outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One claimed row, ready to publish."""
+
+    id: int
+    message_id: str
+    message_type: str
+    aggregate_type: str
+    aggregate_id: str
+    exchange: str
+    routing_key: str
+    payload: bytes
+    headers: dict[str, Any]
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRow:
+    id: int
+    message_id: str
+    message_type: str
+    exchange: str
+    routing_key: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    dead_at: datetime
+    payload: bytes
+
+
+@dataclass(slots=True)
+class OutboxWriter:
+    """Collects outgoing messages during one transaction and writes them in one statement."""
+
+    pending: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def add(
+        self,
+        envelope: Envelope,
+        *,
+        exchange: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        routing_key: str | None = None,
+    ) -> None:
+        trace = current_trace_headers()
+        if trace and envelope.traceparent is None:
+            envelope = envelope.with_trace(trace.get("traceparent"), trace.get("tracestate"))
+        headers: dict[str, Any] = dict(trace)
+        if envelope.correlationid:
+            headers["correlation_id"] = envelope.correlationid
+        self.pending.append(
+            (
+                envelope.id,
+                envelope.type,
+                aggregate_type,
+                aggregate_id,
+                exchange,
+                routing_key or envelope.type,
+                codec.encode(envelope),
+                headers,
+            )
+        )
+
+    async def flush(self, conn: Conn) -> int:
+        """Insert what was added; call inside the caller's transaction, before commit."""
+        if not self.pending:
+            return 0
+        columns = list(zip(*self.pending, strict=True))
+        await conn.execute(
+            """INSERT INTO outbox (message_id, message_type, aggregate_type, aggregate_id,
+                                   exchange, routing_key, payload, headers)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                                    $5::text[], $6::text[], $7::bytea[], $8::jsonb[])""",
+            *columns,
+        )
+        written = len(self.pending)
+        self.pending.clear()
+        return written
+
+
+_CLAIM = """
+SELECT id, message_id::text, message_type, aggregate_type, aggregate_id, exchange, routing_key,
+       payload, headers, created_at, attempts
+  FROM outbox o
+ WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= clock_timestamp()
+   AND NOT EXISTS (
+       SELECT 1 FROM outbox h
+        WHERE h.aggregate_type = o.aggregate_type AND h.aggregate_id = o.aggregate_id
+          AND h.published_at IS NULL AND h.dead_at IS NULL
+          AND h.id < o.id AND h.available_at > clock_timestamp())
+ ORDER BY id
+ LIMIT $1
+   FOR UPDATE SKIP LOCKED
+"""
+
+
+async def claim(conn: Conn, *, limit: int) -> list[OutboxRow]:
+    """Lock and return up to ``limit`` publishable rows, oldest first (inside a transaction)."""
+    records = await conn.fetch(_CLAIM, limit)
+    return [OutboxRow(**dict(r)) for r in records]
+
+
+async def mark_published(conn: Conn, ids: Sequence[int]) -> None:
+    if ids:
+        await conn.execute(
+            "UPDATE outbox SET published_at = clock_timestamp(), last_error = NULL "
+            "WHERE id = ANY($1::bigint[])",
+            list(ids),
+        )
+
+
+async def mark_failed(
+    conn: Conn,
+    failures: Sequence[tuple[int, str]],
+    *,
+    max_attempts: int,
+    retry_base: float,
+    retry_cap: float,
+) -> int:
+    """Record failed publishes: back off exponentially, dead after ``max_attempts``.
+
+    Returns how many rows became dead.
+    """
+    if not failures:
+        return 0
+    ids, errors = zip(*failures, strict=True)
+    dead = await conn.fetchval(
+        """WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[]) AS f(id, err)),
+                u AS (
+                UPDATE outbox o
+                   SET attempts = o.attempts + 1,
+                       last_error = left(f.err, 2000),
+                       available_at = clock_timestamp()
+                           + make_interval(secs => least($4, $3 * power(2, o.attempts))),
+                       dead_at = CASE WHEN o.attempts + 1 >= $5 THEN clock_timestamp() END
+                  FROM f WHERE o.id = f.id
+             RETURNING o.dead_at)
+           SELECT count(*) FILTER (WHERE dead_at IS NOT NULL) FROM u""",
+        list(ids),
+        list(errors),
+        retry_base,
+        retry_cap,
+        max_attempts,
+    )
+    return int(dead)
+
+
+async def list_dead(conn: Conn, *, limit: int = 100) -> list[DeadRow]:
+    records = await conn.fetch(
+        """SELECT id, message_id::text, message_type, exchange, routing_key, attempts,
+                  last_error, created_at, dead_at, payload
+             FROM outbox WHERE dead_at IS NOT NULL ORDER BY id LIMIT $1""",
+        limit,
+    )
+    return [DeadRow(**dict(r)) for r in records]
+
+
+async def replay_dead(conn: Conn, *, ids: Sequence[int] | None = None) -> int:
+    """Give dead rows (all, or these ids) a fresh set of attempts; the relay publishes them."""
+    status = await conn.execute(
+        """UPDATE outbox SET dead_at = NULL, attempts = 0, available_at = clock_timestamp()
+            WHERE dead_at IS NOT NULL AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))""",
+        list(ids) if ids is not None else None,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return int(status.split()[-1])
+
+
+async def purge_dead(conn: Conn, *, ids: Sequence[int] | None = None) -> int:
+    status = await conn.execute(
+        """DELETE FROM outbox
+            WHERE dead_at IS NOT NULL AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))""",
+        list(ids) if ids is not None else None,
+    )
+    return int(status.split()[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    oldest_pending_seconds: float | None
+    dead: int
+    published: int
+
+
+async def stats(conn: Conn) -> OutboxStats:
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE published_at IS NULL AND dead_at IS NULL) AS pending,
+                  extract(epoch FROM clock_timestamp() - min(created_at)
+                          FILTER (WHERE published_at IS NULL AND dead_at IS NULL)) AS oldest,
+                  count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
+                  count(*) FILTER (WHERE published_at IS NOT NULL) AS published
+             FROM outbox"""
+    )
+    assert row is not None
+    oldest = row["oldest"]
+    return OutboxStats(
+        pending=row["pending"],
+        oldest_pending_seconds=float(oldest) if oldest is not None else None,
+        dead=row["dead"],
+        published=row["published"],
+    )
+
+
+async def prune_published(conn: Conn, *, older_than_seconds: float) -> int:
+    status = await conn.execute(
+        "DELETE FROM outbox WHERE published_at < clock_timestamp() - make_interval(secs => $1)",
+        older_than_seconds,
+    )
+    return int(status.split()[-1])
+
+
+NOTIFY_CHANNEL = "orderflow_outbox"

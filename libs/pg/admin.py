@@ -1,0 +1,42 @@
+"""Create and drop databases (needs a DSN of a role allowed to do so)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from libs.pg.pool import connect
+
+
+def database_of(dsn: str) -> str:
+    """The database name a DSN points at."""
+    tail = dsn.rsplit("/", 1)[-1]
+    return tail.split("?", 1)[0]
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def ensure_database(admin_dsn: str, name: str) -> bool:
+    """Create the database if it is missing; True when it was created."""
+    conn = await connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        try:
+            await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop the database, disconnecting whoever is still on it."""
+    conn = await connect(admin_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+    finally:
+        await conn.close()

@@ -1,0 +1,35 @@
+"""Connection pools and single connections, with the codecs every orderflow database uses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# What handlers and stores accept: a plain connection or one borrowed from a pool.
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+
+
+async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool[Any]:
+    """A pool whose connections decode json/jsonb to Python objects."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, *, application_name: str = "orderflow") -> asyncpg.Connection[Any]:
+    """One connection outside any pool (the relay's listener, admin work)."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(
+        dsn, server_settings={"application_name": application_name}
+    )
+    await _init_connection(conn)
+    return conn

@@ -1,0 +1,294 @@
+"""One message = one transaction = one ack.
+
+For each delivery the runner:
+
+1. decodes and validates it (size, content type, CloudEvent, known type and version, schema);
+   anything wrong is *poison*: dead-lettered at once with the reason, never retried;
+2. opens one transaction: inbox insert (``ON CONFLICT DO NOTHING``; a duplicate commits nothing
+   else), the handler's state changes, the handler's outbox rows — commit;
+3. wakes the relay, then acks. An ack is never sent before the commit.
+
+Failures inside step 2 are translated (``libs.pg.errors``): a serialization failure or deadlock is
+retried with backoff up to ``conflict_retries`` times; an unreachable database is retried for up to
+``unavailable_window`` seconds; any other exception (a bug, a constraint) is retried twice. What
+is still failing is dead-lettered with its reason and attempt count. If the dead-letter publish
+itself is not confirmed, the delivery is requeued, never dropped. A crash at any point leaves the
+delivery unacked: the broker redelivers it, and quorum queues' ``x-delivery-limit`` ends a loop
+of crashes in the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from libs.errors import (
+    ConcurrencyConflict,
+    InfrastructureUnavailable,
+    OrderflowError,
+    PoisonMessage,
+    PublishError,
+    UnknownMessageType,
+)
+from libs.faults import NO_FAULTS, Faults
+from libs.inbox import store as inbox
+from libs.messages import codec
+from libs.messages.envelope import Envelope
+from libs.messages.registry import Message, MessageRegistry
+from libs.messaging.consumer import DeadLetterPublisher, delivery_count, settle
+from libs.observability.logging import get_logger
+from libs.observability.tracing import context_from_headers, tracer
+from libs.outbox.relay import Wakeup
+from libs.outbox.store import OutboxWriter
+from libs.pg.errors import translate
+from libs.pg.pool import Conn
+from libs.settings import ConsumerSettings
+
+log = get_logger(__name__)
+_tracer = tracer("orderflow.consumer")
+OTHER_ERROR_RETRIES = 2
+
+
+@dataclass(slots=True)
+class HandlerContext:
+    """What a handler may touch: its transaction's connection and its outbox."""
+
+    conn: Conn
+    envelope: Envelope
+    registry: MessageRegistry
+    source: str
+    outbox: OutboxWriter = field(default_factory=OutboxWriter)
+
+    def send(
+        self,
+        message: Message,
+        *,
+        aggregate_type: str,
+        aggregate_id: str,
+        subject: str | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Queue a command or event in the outbox, caused by the message being handled."""
+        spec = self.registry.spec_of(message)
+        envelope = self.registry.envelope(
+            message,
+            source=self.source,
+            subject=subject if subject is not None else self.envelope.subject,
+            correlation_id=self.envelope.correlationid or self.envelope.id,
+            causation_id=self.envelope.id,
+            message_id=message_id,
+        )
+        self.outbox.add(
+            envelope,
+            exchange=spec.exchange,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+        )
+        return envelope.id
+
+
+Handler = Callable[[Any, HandlerContext], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    processed: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    requeued: int = 0
+
+
+class MessageRunner:
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        queue: str,
+        source: str,
+        pool: asyncpg.Pool[Any],
+        registry: MessageRegistry,
+        handlers: Mapping[type[Message], Handler],
+        dead_letters: DeadLetterPublisher,
+        wakeup: Wakeup,
+        settings: ConsumerSettings | None = None,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
+        self.consumer = consumer
+        self.queue = queue
+        self._source = source
+        self._pool = pool
+        self._registry = registry
+        self._handlers = {registry.spec_of(model).type: h for model, h in handlers.items()}
+        self._dead_letters = dead_letters
+        self._wakeup = wakeup
+        self._settings = settings or ConsumerSettings()
+        self._faults = faults
+        self._stopping = False
+        self.stats = RunnerStats()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def __call__(self, delivery: AbstractIncomingMessage) -> None:
+        structlog.contextvars.bind_contextvars(
+            message_id=delivery.message_id, message_type=delivery.type, queue=self.queue
+        )
+        try:
+            await self._process(delivery)
+        finally:
+            structlog.contextvars.unbind_contextvars(
+                "message_id", "message_type", "queue", "order_id"
+            )
+
+    async def _process(self, delivery: AbstractIncomingMessage) -> None:
+        parent = context_from_headers(delivery.headers or {})
+        with _tracer.start_as_current_span(
+            f"process {delivery.routing_key or self.queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": delivery.exchange or "",
+                "messaging.rabbitmq.destination.routing_key": delivery.routing_key or "",
+                "messaging.message.id": delivery.message_id or "",
+                "messaging.consumer.group.name": self.queue,
+            },
+        ) as span:
+            try:
+                envelope, message, handler = self._read(delivery)
+            except PoisonMessage as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                log.warning("consumer.poison", error_class=type(exc).__name__, error=str(exc))
+                await self._dead_letter(delivery, exc, attempts=0)
+                return
+            if envelope.subject:
+                span.set_attribute("orderflow.order_id", envelope.subject)
+                structlog.contextvars.bind_contextvars(order_id=envelope.subject)
+            outcome, attempts = await self._run_with_retries(envelope, message, handler)
+            if outcome is not None:
+                span.record_exception(outcome)
+                span.set_status(Status(StatusCode.ERROR, type(outcome).__name__))
+                if self._stopping and isinstance(outcome, InfrastructureUnavailable):
+                    self.stats.requeued += 1
+                    await settle(delivery, ack=False)
+                    return
+                await self._dead_letter(delivery, outcome, attempts=attempts)
+                return
+            self._faults.point("consumer.after_commit")
+            await settle(delivery, ack=True)
+
+    def _read(self, delivery: AbstractIncomingMessage) -> tuple[Envelope, Message, Handler]:
+        envelope = codec.decode(
+            delivery.body,
+            content_type=delivery.content_type,
+            max_bytes=self._settings.max_body_bytes,
+        )
+        if delivery.message_id and delivery.message_id != envelope.id:
+            raise PoisonMessage(
+                f"AMQP message_id {delivery.message_id!r} differs from the event id {envelope.id!r}"
+            )
+        message = self._registry.parse(envelope)
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            raise UnknownMessageType(f"{self.consumer} has no handler for {envelope.type}")
+        return envelope, message, handler
+
+    async def _run_with_retries(
+        self, envelope: Envelope, message: Message, handler: Handler
+    ) -> tuple[BaseException | None, int]:
+        """(None, attempts) once committed, or (the error to dead-letter with, attempts)."""
+        conflicts = others = attempts = 0
+        unavailable_since: float | None = None
+        while True:
+            attempts += 1
+            try:
+                await self._transaction(envelope, message, handler)
+                return None, attempts
+            except PoisonMessage as exc:  # raised by a handler: the data breaks a domain limit
+                return exc, attempts
+            except Exception as raw:
+                error = translate(raw)
+                if isinstance(error, ConcurrencyConflict):
+                    conflicts += 1
+                    give_up = conflicts > self._settings.conflict_retries
+                elif isinstance(error, InfrastructureUnavailable):
+                    unavailable_since = unavailable_since or time.monotonic()
+                    give_up = self._stopping or (
+                        time.monotonic() - unavailable_since > self._settings.unavailable_window
+                    )
+                else:
+                    others += 1
+                    give_up = others > OTHER_ERROR_RETRIES
+                    log.error(
+                        "consumer.handler_failed",
+                        error_class=type(error).__name__,
+                        error=str(error),
+                        attempt=attempts,
+                        exc_info=raw,
+                    )
+                if give_up:
+                    return error, attempts
+                self.stats.retries += 1
+                delay = min(
+                    self._settings.retry_cap, self._settings.retry_base * 2 ** min(attempts, 10)
+                )
+                log.info(
+                    "consumer.retry",
+                    error_class=type(error).__name__,
+                    attempt=attempts,
+                    retry_in=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+
+    async def _transaction(self, envelope: Envelope, message: Message, handler: Handler) -> None:
+        async with self._pool.acquire() as conn:
+            ctx = HandlerContext(
+                conn=conn, envelope=envelope, registry=self._registry, source=self._source
+            )
+            async with conn.transaction():
+                fresh = await inbox.claim(
+                    conn, consumer=self.consumer, message_id=envelope.id, message_type=envelope.type
+                )
+                if not fresh:
+                    self.stats.duplicates += 1
+                    log.info("consumer.duplicate")
+                    return
+                await handler(message, ctx)
+                written = await ctx.outbox.flush(conn)
+            self.stats.processed += 1
+            if written:
+                await self._wakeup.after_commit(conn)
+
+    async def _dead_letter(
+        self, delivery: AbstractIncomingMessage, error: BaseException, *, attempts: int
+    ) -> None:
+        attempts = max(attempts, delivery_count(delivery))
+        try:
+            await self._dead_letters.dead_letter(
+                delivery, queue=self.queue, error=error, attempts=attempts
+            )
+        except (PublishError, OrderflowError) as exc:
+            # Not confirmed in the dead-letter queue: keep the original, try again later.
+            log.error("consumer.dead_letter_failed", error=str(exc))
+            await asyncio.sleep(self._settings.retry_cap)
+            self.stats.requeued += 1
+            await settle(delivery, ack=False)
+            return
+        self.stats.dead_lettered += 1
+        log.warning(
+            "consumer.dead_lettered",
+            error_class=type(error).__name__,
+            error=str(error)[:300],
+            attempts=attempts,
+        )
+        await settle(delivery, ack=True)
