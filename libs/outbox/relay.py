@@ -58,6 +58,7 @@ class OutboxRelay:
         settings: RelaySettings | None = None,
         faults: Faults = NO_FAULTS,
         published_retention: float = 3600.0,
+        listen: bool = True,
     ) -> None:
         self.name = name
         self._dsn = dsn
@@ -65,6 +66,9 @@ class OutboxRelay:
         self._settings = settings or RelaySettings()
         self._faults = faults
         self._retention = published_retention
+        # listen=False polls every sweep_interval: for poolers that break LISTEN (PgBouncer in
+        # transaction mode) and as the benchmark's baseline.
+        self._listen = listen
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lost_leadership = asyncio.Event()
@@ -120,7 +124,8 @@ class OutboxRelay:
         try:
             if not await self._become_leader(listener):
                 return
-            await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            if self._listen:
+                await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             worker = await connect(self._dsn, application_name=f"orderflow-relay:{self.name}")
             self._leader = True
             log.info("relay.leader", relay=self.name)

@@ -27,7 +27,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from libs.errors import (
@@ -43,7 +42,7 @@ from libs.inbox import store as inbox
 from libs.messages import codec
 from libs.messages.envelope import Envelope
 from libs.messages.registry import Message, MessageRegistry
-from libs.messaging.consumer import DeadLetterPublisher, delivery_count, settle
+from libs.messaging.consumer import DeadLetterPublisher, Delivery, delivery_count, settle
 from libs.observability.logging import get_logger
 from libs.observability.tracing import context_from_headers, tracer
 from libs.outbox.relay import Wakeup
@@ -138,7 +137,7 @@ class MessageRunner:
     def stop(self) -> None:
         self._stopping = True
 
-    async def __call__(self, delivery: AbstractIncomingMessage) -> None:
+    async def __call__(self, delivery: Delivery) -> None:
         structlog.contextvars.bind_contextvars(
             message_id=delivery.message_id, message_type=delivery.type, queue=self.queue
         )
@@ -149,7 +148,7 @@ class MessageRunner:
                 "message_id", "message_type", "queue", "order_id"
             )
 
-    async def _process(self, delivery: AbstractIncomingMessage) -> None:
+    async def _process(self, delivery: Delivery) -> None:
         parent = context_from_headers(delivery.headers or {})
         with _tracer.start_as_current_span(
             f"process {delivery.routing_key or self.queue}",
@@ -187,16 +186,14 @@ class MessageRunner:
             self._faults.point("consumer.after_commit")
             await settle(delivery, ack=True)
 
-    def _read(self, delivery: AbstractIncomingMessage) -> tuple[Envelope, Message, Handler]:
+    def _read(self, delivery: Delivery) -> tuple[Envelope, Message, Handler]:
         envelope = codec.decode(
             delivery.body,
             content_type=delivery.content_type,
             max_bytes=self._settings.max_body_bytes,
         )
-        if delivery.message_id and delivery.message_id != envelope.id:
-            raise PoisonMessage(
-                f"AMQP message_id {delivery.message_id!r} differs from the event id {envelope.id!r}"
-            )
+        # The event's own id is the idempotency key. The AMQP message_id should mirror it, but
+        # clients (aio-pika among them) fill it with a random id when the caller sets none.
         message = self._registry.parse(envelope)
         handler = self._handlers.get(envelope.type)
         if handler is None:
@@ -270,7 +267,7 @@ class MessageRunner:
                 await self._wakeup.after_commit(conn)
 
     async def _dead_letter(
-        self, delivery: AbstractIncomingMessage, error: BaseException, *, attempts: int
+        self, delivery: Delivery, error: BaseException, *, attempts: int
     ) -> None:
         attempts = max(attempts, delivery_count(delivery))
         try:

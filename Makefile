@@ -1,0 +1,39 @@
+# The README's two commands are `make demo` and `make test`; the rest are steps of those.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV := uv
+PYTEST := $(UV) run --frozen pytest
+
+.PHONY: help bootstrap services setup demo test lint types unit integration e2e chaos-short chaos bench up
+
+help:
+	@echo "make demo   - set everything up, run the services, place a mix of orders, show how each ended"
+	@echo "make test   - lint, types, unit, integration, end-to-end and a short chaos run"
+	@echo "make chaos  - the long chaos scenarios;  make bench - the benchmark"
+
+bootstrap:  ## uv, then the virtual environment exactly as uv.lock says
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+services:
+	@scripts/ensure-services.sh
+
+lint: bootstrap
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen lint-imports
+
+types: bootstrap
+	$(UV) run --frozen mypy libs orderflow order_svc payment_svc inventory_svc saga
+
+unit: bootstrap
+	$(PYTEST) tests/unit -q
+
+integration: bootstrap services
+	$(PYTEST) tests/integration -q
+
+test: bootstrap services lint types
+	$(PYTEST) tests -q -p no:cacheprovider
+
+bench: bootstrap services
+	$(UV) run --frozen orderflow bench relay
