@@ -46,6 +46,16 @@ class ConsumerSettings(BaseModel):
     )
 
 
+class SagaSettings(BaseModel):
+    """Deadlines of the order saga's steps."""
+
+    step_deadline: float = Field(default=10.0, gt=0, description="seconds to wait for a reply")
+    retries: int = Field(default=2, ge=0, description="re-sends before compensating")
+    timer_sweep: float = Field(
+        default=1.0, gt=0, description="longest sleep of the deadline timer, seconds"
+    )
+
+
 class Settings(BaseSettings):
     """Everything a process of orderflow reads from its environment."""
 
@@ -65,6 +75,7 @@ class Settings(BaseSettings):
     jaeger_url: str = "http://127.0.0.1:16686"
     relay: RelaySettings = RelaySettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    saga: SagaSettings = SagaSettings()
 
     def dsn_for(self, service: str) -> str:
         """The DSN of one service's own database."""

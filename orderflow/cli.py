@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Coroutine
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -23,9 +27,12 @@ app = typer.Typer(
     help="orderflow: orders over an outbox, a broker and a saga.",
 )
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
+saga_app = typer.Typer(no_args_is_help=True, help="Inspect and steer saga instances.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(saga_app, name="saga")
 console = Console()
 err = Console(stderr=True)
+PG_HINT = "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -34,15 +41,346 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except OrderflowError as exc:
         err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    except asyncpg.InvalidCatalogNameError as exc:
+        err.print(f"[bold red]error:[/] {exc}; create the databases with `orderflow setup`")
+    except asyncpg.UndefinedTableError as exc:
+        err.print(f"[bold red]error:[/] {exc}; apply the migrations with `orderflow setup`")
+    except asyncpg.PostgresError as exc:
+        err.print(f"[bold red]error:[/] PostgreSQL said: {exc}")
     except OSError as exc:
         err.print(
-            f"[bold red]error:[/] {exc}. Is PostgreSQL running? Start it with "
-            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
+            f"[bold red]error:[/] cannot reach PostgreSQL ({exc}); {PG_HINT}, "
+            "or set ORDERFLOW_*_DSN"
         )
-        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    raise typer.Exit(1)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError, with the variable named
+        err.print(f"[bold red]error:[/] bad ORDERFLOW_* setting: {exc}")
+        raise typer.Exit(2) from None
+
+
+# -- setup, up, check --------------------------------------------------------------------------
+
+
+@app.command()
+def setup(
+    reset: bool = typer.Option(
+        False, "--reset", help="wipe orders, sagas, outboxes and re-seed demo customers and stock"
+    ),
+) -> None:
+    """Create the databases, apply migrations, declare the broker topology, seed demo data."""
+    from orderflow.setup import setup as do_setup
+
+    report = run(do_setup(_settings(), reset=reset))
+    for name in report.created_databases:
+        console.print(f"created database [bold]{name}[/]")
+    for service, applied in report.applied.items():
+        for migration in applied:
+            console.print(f"{service}: applied {migration}")
+    console.print(
+        "topology declared; demo customers and stock seeded" + (" (after a reset)" if reset else "")
+    )
+
+
+def _replicas(values: list[str]) -> dict[str, int]:
+    from orderflow.system import SERVICES
+
+    out: dict[str, int] = {}
+    for value in values:
+        match = re.fullmatch(r"([a-z_]+)=([1-9][0-9]?)", value)
+        if not match or match[1] not in SERVICES:
+            raise typer.BadParameter(
+                f"{value!r}: expected SERVICE=N with SERVICE one of {', '.join(SERVICES)}"
+            )
+        out[match[1]] = int(match[2])
+    return out
+
+
+@app.command()
+def up(
+    replicas: list[str] = typer.Option([], "--replicas", help="e.g. --replicas payment_svc=2"),
+    no_restart: bool = typer.Option(
+        False, "--no-restart", help="stop reporting, do not restart, a child that dies"
+    ),
+) -> None:
+    """Run all four services as supervised child processes until Ctrl-C."""
+    from orderflow.supervisor import Supervisor
+
+    counts = _replicas(replicas)
+
+    async def main() -> None:
+        supervisor = Supervisor(replicas=counts, restart=not no_restart)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await supervisor.start_all()
+        console.print(
+            "[bold green]all services ready[/] — place an order from another terminal: "
+            "orderflow place-order --customer alice --item WIDGET:2 --wait"
+        )
+        await stop.wait()
+        console.print("stopping…")
+        await supervisor.stop_all()
+
+    run(main())
+
+
+@app.command()
+def check(json_out: Path | None = typer.Option(None, "--json")) -> None:
+    """Verify every invariant; print each violation; exit non-zero if any."""
+    from orderflow.check import check as do_check
+
+    report = run(do_check(_settings()))
+    if json_out:
+        json_out.write_text(
+            json.dumps(
+                {"ok": report.ok, "violations": report.violations, "figures": report.figures},
+                indent=2,
+                default=str,
+            )
+        )
+    for line in report.violations:
+        console.print(f"[red]✗[/] {line}")
+    console.print(f"orders: {report.figures.get('orders', {})}")
+    if report.ok:
+        console.print("[bold green]all invariants hold[/]")
+        return
+    console.print(f"[bold red]{len(report.violations)} violation(s)[/]")
+    raise typer.Exit(1)
+
+
+# -- orders -----------------------------------------------------------------------------------
+
+
+def parse_item(text: str) -> tuple[str, int, Decimal]:
+    """``SKU:QTY[:PRICE]``; the price defaults to the demo catalog's."""
+    from orderflow.demo_data import PRICES
+
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise typer.BadParameter(
+            f"{text!r}: write items as SKU:QTY or SKU:QTY:PRICE, e.g. WIDGET:2:9.99"
+        )
+    sku = parts[0].upper()
+    if not re.fullmatch(r"[A-Z0-9][A-Z0-9_-]{0,31}", sku):
+        raise typer.BadParameter(f"{text!r}: a SKU is letters, digits, - and _ (at most 32)")
+    if not parts[1].isdigit() or not 0 < int(parts[1]) <= 10_000:
+        raise typer.BadParameter(f"{text!r}: the quantity must be a whole number from 1 to 10000")
+    if len(parts) == 3:
+        try:
+            price = Decimal(parts[2])
+        except InvalidOperation:
+            raise typer.BadParameter(f"{text!r}: {parts[2]!r} is not a price like 9.99") from None
+        if not price.is_finite() or price < 0 or price.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise typer.BadParameter(f"{text!r}: a price is zero or more, with at most 2 decimals")
+    elif sku in PRICES:
+        price = PRICES[sku]
+    else:
+        raise typer.BadParameter(
+            f"{text!r}: unknown SKU {sku} has no catalog price; give one as {sku}:{parts[1]}:PRICE"
+        )
+    return sku, int(parts[1]), price
+
+
+@app.command("place-order")
+def place_order(
+    customer: str = typer.Option(..., "--customer", help="customer id, e.g. alice"),
+    item: list[str] = typer.Option(..., "--item", help="SKU:QTY[:PRICE], repeatable"),
+    order_id: str | None = typer.Option(
+        None, "--order-id", help="choose the id (makes retries idempotent)"
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="follow the order to its end and print its timeline"
+    ),
+    timeout: float = typer.Option(60.0, help="seconds to wait with --wait"),
+) -> None:
+    """Publish a PlaceOrder command and print the order id."""
+    import uuid
+
+    items = [parse_item(i) for i in item]
+    if order_id is not None:
+        try:
+            order_id = str(uuid.UUID(order_id))
+        except ValueError:
+            raise typer.BadParameter(f"--order-id {order_id!r} is not a UUID") from None
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,64}", customer):
+        raise typer.BadParameter(
+            f"--customer {customer!r}: letters, digits and _.:@- only, at most 64"
+        )
+    settings = _settings()
+
+    async def main() -> Any:
+        from libs.observability.tracing import setup_tracing, shutdown_tracing
+        from orderflow.client import OrderClient
+
+        setup_tracing("orderflow-cli")
+        client = await OrderClient.open(settings.amqp_url)
+        try:
+            outcome = await client.place(customer_id=customer, items=items, order_id=order_id)
+            console.print(
+                f"order [bold]{outcome.order_id}[/] placed"
+                + (f" (trace {outcome.trace_id})" if outcome.trace_id else "")
+            )
+            if wait and not await client.wait([outcome.order_id], timeout=timeout):
+                err.print(
+                    f"[yellow]order {outcome.order_id} is still PENDING after {timeout:.0f} s[/]"
+                )
+            return outcome
+        finally:
+            await client.close()
+            shutdown_tracing()
+
+    outcome = run(main())
+    if wait:
+        status_style = {"CONFIRMED": "green", "REJECTED": "red"}.get(outcome.status, "yellow")
+        console.print(
+            f"[bold {status_style}]{outcome.status}[/]"
+            + (f": {outcome.reason}" if outcome.reason else "")
+        )
+        _show_saga(settings, outcome.order_id)
+
+
+@app.command()
+def orders(
+    status: str | None = typer.Option(None, "--status", help="PENDING, CONFIRMED or REJECTED"),
+    limit: int = typer.Option(20, "--limit", min=1, max=10_000),
+) -> None:
+    """List orders, newest first."""
+    from orderflow.inspect import list_orders
+
+    if status is not None and status.upper() not in ("PENDING", "CONFIRMED", "REJECTED"):
+        raise typer.BadParameter(f"--status {status!r}: PENDING, CONFIRMED or REJECTED")
+    rows = run(list_orders(_settings(), status=status.upper() if status else None, limit=limit))
+    table = Table("order", "customer", "status", "total", "age", "reason")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["customer_id"],
+            r["status"],
+            f"{r['total']} {r['currency']}",
+            f"{float(r['age']):.0f}s",
+            r["reason"] or "",
+        )
+    console.print(table)
+
+
+# -- sagas ------------------------------------------------------------------------------------
+
+
+def _show_saga(settings: Settings, order_id: str) -> None:
+    from orderflow.inspect import saga_view
+
+    view = run(saga_view(settings, order_id))
+    if view is None:
+        err.print(f"[bold red]error:[/] no saga for order {order_id} (yet?)")
+        raise typer.Exit(1)
+    inst = view.instance
+    console.print(
+        f"saga [bold]{inst.id}[/]  state [bold]{inst.status}[/]"
+        + (f"  step {inst.step} (attempt {inst.attempt})" if inst.step else "")
+    )
+    if view.trace_id:
+        console.print(f"trace {view.trace_id}  {view.jaeger_url}")
+    table = Table("time", "+ms", "event", "step", "state", "detail")
+    previous = None
+    for row in view.log:
+        delta = "" if previous is None else f"{(row.at - previous).total_seconds() * 1000:.1f}"
+        previous = row.at
+        detail = ", ".join(f"{k}={v}" for k, v in row.detail.items() if k != "data")
+        table.add_row(
+            row.at.strftime("%H:%M:%S.%f")[:-3],
+            delta,
+            row.event,
+            row.step or "",
+            row.status,
+            detail,
+        )
+    console.print(table)
+
+
+@saga_app.command("show")
+def saga_show(order_id: str) -> None:
+    """The saga's timeline: transitions, commands, replies, retries, compensations, trace."""
+    _show_saga(_settings(), order_id)
+
+
+@saga_app.command("list")
+def saga_list(
+    state: str | None = typer.Option(None, "--state"),
+    stuck: bool = typer.Option(False, "--stuck", help="only those past their deadline"),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000),
+) -> None:
+    """List saga instances, newest first."""
+    from orderflow.inspect import list_sagas
+
+    rows = run(
+        list_sagas(
+            _settings(),
+            state=state.upper() if state else None,
+            stuck=stuck,
+            now=datetime.now(UTC),
+            limit=limit,
+        )
+    )
+    table = Table("order", "state", "step", "attempt", "deadline", "updated")
+    for r in rows:
+        table.add_row(
+            r.id,
+            r.status,
+            r.step or "",
+            str(r.attempt),
+            r.deadline_at.strftime("%H:%M:%S") if r.deadline_at else "",
+            r.updated_at.strftime("%H:%M:%S"),
+        )
+    console.print(table)
+    console.print(f"{len(rows)} instance(s)")
+
+
+def _print_transition(t: Any) -> None:
+    for entry in t.log:
+        console.print(f"{entry.event} {entry.step or ''} {entry.detail}")
+    if not t.accepted:
+        raise typer.Exit(1)
+    console.print(f"saga is now [bold]{t.state.status}[/]; {len(t.commands)} command(s) sent")
+
+
+@saga_app.command("retry")
+def saga_retry(order_id: str) -> None:
+    """Re-send the command(s) the saga waits on, with the same ids."""
+    from orderflow.operate import retry
+
+    _print_transition(run(retry(_settings(), order_id)))
+
+
+@saga_app.command("compensate")
+def saga_compensate(
+    order_id: str, reason: str = typer.Option("compensation forced by an operator")
+) -> None:
+    """Stop the saga's forward path and compensate what it did."""
+    from orderflow.operate import compensate
+
+    _print_transition(run(compensate(_settings(), order_id, reason)))
+
+
+@saga_app.command("diagram")
+def saga_diagram() -> None:
+    """Print the order saga as a Mermaid state diagram."""
+    from libs.saga.mermaid import mermaid
+    from saga.bootstrap import coordinator
+
+    print(mermaid(coordinator(_settings()).definition), end="")
+
+
+# -- benchmarks -------------------------------------------------------------------------------
 
 
 @bench_app.command("relay")
@@ -53,12 +391,11 @@ def bench_relay(
     ),
 ) -> None:
     """Relay latency and throughput against raw publish-with-confirms and a polling relay."""
+    from libs.messaging.admin import with_vhost
     from orderflow.bench import relay
     from orderflow.bench.stats import machine
 
-    settings = Settings()
-    from libs.messaging.admin import with_vhost
-
+    settings = _settings()
     console.print("[dim]running the relay benchmark (about 2 minutes)…[/]")
     results = run(
         relay.run(
@@ -68,7 +405,7 @@ def bench_relay(
         )
     )
     results["machine"] = machine()
-    table = Table(title="outbox relay", show_lines=False)
+    table = Table(title="outbox relay")
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row(
@@ -89,10 +426,6 @@ def bench_relay(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(results, indent=2, default=str))
     console.print(f"[dim]figures written to {json_out}[/]")
-
-
-def main() -> None:
-    app()
 
 
 if __name__ == "__main__":

@@ -268,8 +268,7 @@ def _on_operator_retry(
 ) -> Transition:
     if state.status in TERMINAL:
         return _ignored(state, "operator retry", None, "saga already ended")
-    t = _resend(definition, state, now=now, event="operator_retry")
-    return t
+    return _resend(definition, state, now=now, event="operator_retry")
 
 
 def _on_operator_compensate(

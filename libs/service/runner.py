@@ -29,6 +29,7 @@ import asyncpg
 import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from libs.aggregate import AggregateRoot
 from libs.errors import (
     ConcurrencyConflict,
     InfrastructureUnavailable,
@@ -65,6 +66,22 @@ class HandlerContext:
     registry: MessageRegistry
     source: str
     outbox: OutboxWriter = field(default_factory=OutboxWriter)
+    aggregates: list[AggregateRoot] = field(default_factory=list)
+
+    def collect(self, aggregate: AggregateRoot) -> None:
+        """Track an aggregate: its recorded events go to the outbox when the handler returns."""
+        if aggregate not in self.aggregates:
+            self.aggregates.append(aggregate)
+
+    def write_collected(self) -> None:
+        for aggregate in self.aggregates:
+            for event in aggregate.pull_events():
+                self.send(
+                    event,
+                    aggregate_type=aggregate.aggregate_type,
+                    aggregate_id=aggregate.aggregate_id,
+                    subject=aggregate.aggregate_id,
+                )
 
     def send(
         self,
@@ -261,6 +278,7 @@ class MessageRunner:
                     log.info("consumer.duplicate")
                     return
                 await handler(message, ctx)
+                ctx.write_collected()
                 written = await ctx.outbox.flush(conn)
             self.stats.processed += 1
             if written:

@@ -1,0 +1,4 @@
+from inventory_svc.bootstrap import definition
+from libs.service.app import main
+
+main(definition())

@@ -1,0 +1,18 @@
+"""The composition root of inventory_svc."""
+
+from __future__ import annotations
+
+from inventory_svc.handlers import HANDLERS
+from libs.contracts.topology import QUEUES
+from libs.pg.migrations import Migration, load
+from libs.service.app import ServiceDefinition
+
+NAME = "inventory_svc"
+
+
+def migrations() -> list[Migration]:
+    return load("inventory_svc.adapters", "inventory")
+
+
+def definition() -> ServiceDefinition:
+    return ServiceDefinition(name=NAME, queue=QUEUES[NAME].name, handlers=HANDLERS)

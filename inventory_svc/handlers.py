@@ -1,0 +1,36 @@
+"""inventory_svc's routing table: message type → handler."""
+
+from __future__ import annotations
+
+from inventory_svc.adapters import repository
+from inventory_svc.domain.model import release, reserve
+from libs.contracts.inventory import ReleaseInventory, ReserveInventory
+from libs.service.runner import Handler, HandlerContext
+
+
+async def on_reserve(command: ReserveInventory, ctx: HandlerContext) -> None:
+    existing = await repository.get_reservation(ctx.conn, command.order_id)
+    stock = (
+        {} if existing else await repository.lock_stock(ctx.conn, (i.sku for i in command.items))
+    )
+    reservation = reserve(command.order_id, command.items, existing=existing, stock=stock)
+    await repository.save(ctx.conn, reservation, stock=stock, is_new=existing is None)
+    ctx.collect(reservation)
+
+
+async def on_release(command: ReleaseInventory, ctx: HandlerContext) -> None:
+    existing = await repository.get_reservation(ctx.conn, command.order_id)
+    stock = (
+        await repository.lock_stock(ctx.conn, (sku for sku, _ in existing.lines))
+        if existing
+        else {}
+    )
+    reservation = release(command.order_id, existing=existing, stock=stock)
+    await repository.save(ctx.conn, reservation, stock=stock, is_new=existing is None)
+    ctx.collect(reservation)
+
+
+HANDLERS: dict[type, Handler] = {
+    ReserveInventory: on_reserve,
+    ReleaseInventory: on_release,
+}

@@ -1,0 +1,199 @@
+"""Running a saga definition: replies arrive as messages, deadlines fire from PostgreSQL rows.
+
+:meth:`SagaCoordinator.handle` is a message handler: it runs inside the consumer runner's
+transaction (inbox, instance row lock, new state, log, outbox rows: one commit).
+:meth:`SagaCoordinator.run_timers` fires deadlines: it sleeps until the earliest deadline this
+process knows of (an in-process timer, re-armed by every transition) or at most ``sweep``
+seconds (to pick up deadlines set by other replicas), then claims due instances with
+``FOR UPDATE SKIP LOCKED``. No broker plugin, no tight poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from libs.messages.registry import Message, MessageRegistry
+from libs.observability.logging import get_logger
+from libs.observability.tracing import (
+    context_from_headers,
+    current_trace_headers,
+    ids_of_current_span,
+    tracer,
+)
+from libs.outbox.relay import Wakeup
+from libs.outbox.store import OutboxWriter
+from libs.pg.errors import translate
+from libs.pg.pool import Conn
+from libs.saga import store
+from libs.saga.definition import SagaDefinition
+from libs.saga.engine import DeadlinePassed, Input, Reply, SagaState, Transition, start, transition
+from libs.service.runner import HandlerContext
+
+log = get_logger(__name__)
+_tracer = tracer("orderflow.saga")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SagaCoordinator:
+    def __init__(
+        self,
+        definition: SagaDefinition,
+        *,
+        registry: MessageRegistry,
+        source: str,
+        sweep: float = 1.0,
+        batch: int = 100,
+    ) -> None:
+        self.definition = definition
+        self._registry = registry
+        self._source = source
+        self._sweep = sweep
+        self._batch = batch
+        self._next: datetime | None = None
+        self._timer_wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.fired = 0
+
+    # -- messages ---------------------------------------------------------------------------
+    async def handle(self, message: Message, ctx: HandlerContext) -> None:
+        now = utcnow()
+        if isinstance(message, self.definition.start):
+            t = start(self.definition, message, now=now)
+            traceparent = current_trace_headers().get("traceparent")
+            if not await store.insert(
+                ctx.conn, saga=self.definition.name, state=t.state, traceparent=traceparent
+            ):
+                log.info("saga.duplicate_start", saga_id=t.state.id)
+                return
+            await self.apply(ctx.conn, ctx.outbox, previous=None, t=t)
+            return
+        saga_id = self.definition.key(message)
+        loaded = await store.load_for_update(ctx.conn, saga=self.definition.name, saga_id=saga_id)
+        if loaded is None:
+            log.warning("saga.reply_for_unknown_instance", saga_id=saga_id, type=message.TYPE)
+            return
+        await self.transition(
+            ctx.conn, ctx.outbox, loaded.state, Reply(message, ctx.envelope.id), now=now
+        )
+
+    async def transition(
+        self, conn: Conn, writer: OutboxWriter, state: SagaState, event: Input, *, now: datetime
+    ) -> Transition:
+        """Apply one input to a locked instance (also used by operator commands)."""
+        t = transition(self.definition, state, event, now=now)
+        await self.apply(conn, writer, previous=state, t=t)
+        return t
+
+    async def apply(
+        self, conn: Conn, writer: OutboxWriter, *, previous: SagaState | None, t: Transition
+    ) -> None:
+        state = t.state
+        if t.accepted and previous is not None:
+            await store.update(
+                conn, saga=self.definition.name, state=state, previous_version=previous.version
+            )
+        ids = ids_of_current_span()
+        await store.append_log(
+            conn,
+            saga=self.definition.name,
+            state=state,
+            entries=t.log,
+            trace_id=ids[0] if ids else None,
+        )
+        for send in t.commands:
+            spec = self._registry.spec_of(send.command)
+            envelope = self._registry.envelope(
+                send.command,
+                source=self._source,
+                subject=state.id,
+                correlation_id=state.id,
+                message_id=send.message_id,
+            )
+            writer.add(
+                envelope, exchange=spec.exchange, aggregate_type="saga", aggregate_id=state.id
+            )
+        for entry in t.log:
+            log.info(
+                f"saga.{entry.event}",
+                saga_id=state.id,
+                step=entry.step,
+                status=state.status.value,
+                **{
+                    k: v
+                    for k, v in entry.detail.items()
+                    if k in ("type", "reason", "why", "attempt")
+                },
+            )
+        if state.deadline_at is not None:
+            self.note_deadline(state.deadline_at)
+
+    def note_deadline(self, deadline: datetime) -> None:
+        if self._next is None or deadline < self._next:
+            self._next = deadline
+            self._timer_wake.set()
+
+    # -- deadlines --------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping.set()
+        self._timer_wake.set()
+
+    async def run_timers(self, pool: Any, wakeup: Wakeup) -> None:
+        """Fire due deadlines until :meth:`stop`."""
+        failures = 0
+        while not self._stopping.is_set():
+            timeout = self._sweep
+            if self._next is not None:
+                timeout = min(timeout, max(0.0, (self._next - utcnow()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), timeout=timeout)
+            self._timer_wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                await self._fire_due(pool, wakeup)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                error = translate(exc)
+                log.warning("saga.timers_failed", error=f"{type(error).__name__}: {error}")
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+
+    async def _fire_due(self, pool: Any, wakeup: Wakeup) -> None:
+        async with pool.acquire() as conn:
+            while True:
+                writer = OutboxWriter()
+                async with conn.transaction():
+                    now = utcnow()
+                    due = await store.claim_due(
+                        conn, saga=self.definition.name, now=now, limit=self._batch
+                    )
+                    for loaded in due:
+                        parent = context_from_headers({"traceparent": loaded.traceparent or ""})
+                        with _tracer.start_as_current_span(
+                            "saga deadline",
+                            context=parent,
+                            kind=SpanKind.INTERNAL,
+                            attributes={
+                                "orderflow.order_id": loaded.state.id,
+                                "orderflow.saga.state": loaded.state.status.value,
+                                "orderflow.saga.step": loaded.state.step or "",
+                            },
+                        ):
+                            await self.transition(
+                                conn, writer, loaded.state, DeadlinePassed(), now=now
+                            )
+                    written = await writer.flush(conn)
+                self.fired += len(due)
+                if written:
+                    await wakeup.after_commit(conn)
+                if len(due) < self._batch:
+                    break
+            self._next = await store.next_deadline(conn, saga=self.definition.name)

@@ -1,0 +1,195 @@
+"""Saga instances and their log in PostgreSQL.
+
+An instance row is read ``FOR UPDATE`` inside the transaction of the message (or deadline) that
+moves it, so two coordinator replicas never apply transitions to one instance at once; ``version``
+is checked on update as a second guard. The log is append-only: one row per transition entry.
+Deadlines are a column, claimed with ``FOR UPDATE SKIP LOCKED`` by whichever replica's timer
+fires first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from libs.errors import ConcurrencyConflict
+from libs.pg.migrations import Migration, load
+from libs.pg.pool import Conn
+from libs.saga.engine import LogEntry, SagaState
+
+
+def migrations() -> list[Migration]:
+    return load("libs.saga", "saga")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    state: SagaState
+    traceparent: str | None
+
+
+async def insert(conn: Conn, *, saga: str, state: SagaState, traceparent: str | None) -> bool:
+    """Create the instance; False when it exists already."""
+    created = await conn.fetchval(
+        """INSERT INTO saga_instance (saga, id, status, step, attempt, state, version, deadline_at,
+                                      traceparent)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING true""",
+        saga,
+        state.id,
+        state.status.value,
+        state.step,
+        state.attempt,
+        state.to_json(),
+        state.version,
+        state.deadline_at,
+        traceparent,
+    )
+    return bool(created)
+
+
+async def load_for_update(conn: Conn, *, saga: str, saga_id: str) -> Loaded | None:
+    row = await conn.fetchrow(
+        "SELECT state, traceparent FROM saga_instance WHERE saga = $1 AND id = $2 FOR UPDATE",
+        saga,
+        saga_id,
+    )
+    if row is None:
+        return None
+    return Loaded(SagaState.from_json(row["state"]), row["traceparent"])
+
+
+async def update(conn: Conn, *, saga: str, state: SagaState, previous_version: int) -> None:
+    status = await conn.execute(
+        """UPDATE saga_instance
+              SET status = $3, step = $4, attempt = $5, state = $6, version = $7,
+                  deadline_at = $8, updated_at = clock_timestamp()
+            WHERE saga = $1 AND id = $2 AND version = $9""",
+        saga,
+        state.id,
+        state.status.value,
+        state.step,
+        state.attempt,
+        state.to_json(),
+        state.version,
+        state.deadline_at,
+        previous_version,
+    )
+    if status != "UPDATE 1":
+        raise ConcurrencyConflict(
+            f"saga {saga}/{state.id} changed under us (version {previous_version})"
+        )
+
+
+async def append_log(
+    conn: Conn, *, saga: str, state: SagaState, entries: tuple[LogEntry, ...], trace_id: str | None
+) -> None:
+    if not entries:
+        return
+    await conn.execute(
+        """INSERT INTO saga_log (saga, saga_id, event, step, status, detail, trace_id)
+           SELECT $1, $2, e.event, e.step, $3, e.detail::jsonb, $4
+             FROM unnest($5::text[], $6::text[], $7::text[]) AS e(event, step, detail)""",
+        saga,
+        state.id,
+        state.status.value,
+        trace_id,
+        [e.event for e in entries],
+        [e.step for e in entries],
+        [json.dumps(e.detail, default=str) for e in entries],
+    )
+
+
+async def claim_due(conn: Conn, *, saga: str, now: datetime, limit: int) -> list[Loaded]:
+    """Lock instances whose deadline passed (inside a transaction)."""
+    rows = await conn.fetch(
+        """SELECT state, traceparent FROM saga_instance
+            WHERE saga = $1 AND deadline_at <= $2
+            ORDER BY deadline_at LIMIT $3 FOR UPDATE SKIP LOCKED""",
+        saga,
+        now,
+        limit,
+    )
+    return [Loaded(SagaState.from_json(r["state"]), r["traceparent"]) for r in rows]
+
+
+async def next_deadline(conn: Conn, *, saga: str) -> datetime | None:
+    value = await conn.fetchval(
+        "SELECT min(deadline_at) FROM saga_instance WHERE saga = $1 AND deadline_at IS NOT NULL",
+        saga,
+    )
+    return value if isinstance(value, datetime) else None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:
+    id: str
+    status: str
+    step: str | None
+    attempt: int
+    deadline_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    traceparent: str | None
+    state: dict[str, Any]
+
+
+async def list_instances(
+    conn: Conn,
+    *,
+    saga: str,
+    status: str | None = None,
+    stuck_before: datetime | None = None,
+    limit: int = 50,
+) -> list[InstanceRow]:
+    rows = await conn.fetch(
+        """SELECT id, status, step, attempt, deadline_at, created_at, updated_at, traceparent, state
+             FROM saga_instance
+            WHERE saga = $1 AND ($2::text IS NULL OR status = $2)
+              AND ($3::timestamptz IS NULL OR deadline_at < $3)
+            ORDER BY created_at DESC LIMIT $4""",
+        saga,
+        status,
+        stuck_before,
+        limit,
+    )
+    return [InstanceRow(**dict(r)) for r in rows]
+
+
+async def get_instance(conn: Conn, *, saga: str, saga_id: str) -> InstanceRow | None:
+    row = await conn.fetchrow(
+        """SELECT id, status, step, attempt, deadline_at, created_at, updated_at, traceparent, state
+             FROM saga_instance WHERE saga = $1 AND id = $2""",
+        saga,
+        saga_id,
+    )
+    return InstanceRow(**dict(row)) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    id: int
+    at: datetime
+    event: str
+    step: str | None
+    status: str
+    detail: dict[str, Any]
+    trace_id: str | None
+
+
+async def timeline(conn: Conn, *, saga: str, saga_id: str) -> list[LogRow]:
+    rows = await conn.fetch(
+        """SELECT id, at, event, step, status, detail, trace_id FROM saga_log
+            WHERE saga = $1 AND saga_id = $2 ORDER BY id""",
+        saga,
+        saga_id,
+    )
+    return [LogRow(**dict(r)) for r in rows]
+
+
+async def count_by_status(conn: Conn, *, saga: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM saga_instance WHERE saga = $1 GROUP BY status", saga
+    )
+    return {r["status"]: r["n"] for r in rows}

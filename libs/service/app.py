@@ -1,0 +1,146 @@
+"""The process around a service: connect, declare, relay, consume, stop cleanly.
+
+``serve`` is what a service's ``__main__`` calls with its :class:`ServiceDefinition`. It builds
+one pool, one robust broker connection, the relay (in-process by default), the consumer and any
+background tasks (the saga's timers), then runs until SIGTERM or SIGINT. Shutdown: stop taking
+deliveries, let those in flight finish, stop background tasks and the relay, close connections.
+Rows the relay had not published yet stay in the outbox for the next leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from libs.contracts import REGISTRY, TOPOLOGY
+from libs.faults import Faults
+from libs.messages.registry import Message
+from libs.messaging.connection import connect as amqp_connect
+from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
+from libs.messaging.publisher import Publisher
+from libs.messaging.topology import declare
+from libs.observability.logging import get_logger, setup_logging
+from libs.observability.tracing import setup_tracing, shutdown_tracing
+from libs.outbox.relay import OutboxRelay, Wakeup
+from libs.pg.pool import create_pool
+from libs.service.runner import Handler, MessageRunner
+from libs.settings import Settings
+
+log = get_logger(__name__)
+RelayMode = Literal["in-process", "off", "only"]
+
+
+@dataclass
+class Runtime:
+    """What background tasks get: the process's shared resources."""
+
+    settings: Settings
+    pool: Any
+    wakeup: Wakeup
+    relay: OutboxRelay | None
+    stopping: asyncio.Event
+
+
+Background = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceDefinition:
+    name: str
+    queue: str
+    handlers: Mapping[type[Message], Handler]
+    background: Sequence[Background] = field(default_factory=tuple)
+    on_stop: Sequence[Callable[[], None]] = field(default_factory=tuple)
+
+    @property
+    def source(self) -> str:
+        return f"/orderflow/{self.name}"
+
+
+async def serve(
+    definition: ServiceDefinition,
+    *,
+    settings: Settings | None = None,
+    relay_mode: RelayMode | None = None,
+) -> None:
+    settings = settings or Settings()
+    mode: RelayMode = relay_mode or os.environ.get("ORDERFLOW_RELAY", "in-process")  # type: ignore[assignment]
+    setup_logging(service=definition.name, fmt=settings.log_format, level=settings.log_level)
+    setup_tracing(definition.name)
+    faults = Faults.from_env()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    pool = await create_pool(settings.dsn_for(definition.name), max_size=settings.pool_size)
+    connection = await amqp_connect(settings.amqp_url, name=definition.name)
+    channel = await connection.channel()
+    await declare(channel, TOPOLOGY)
+    await channel.close()
+    publisher = Publisher(connection, confirm_timeout=settings.relay.confirm_timeout)
+    relay: OutboxRelay | None = None
+    tasks: list[asyncio.Task[None]] = []
+    if mode in ("in-process", "only"):
+        relay = OutboxRelay(
+            name=definition.name,
+            dsn=settings.dsn_for(definition.name),
+            publisher=publisher,
+            settings=settings.relay,
+            faults=faults,
+        )
+        tasks.append(asyncio.create_task(relay.run(), name="relay"))
+    wakeup = Wakeup(relay)
+    runtime = Runtime(settings, pool, wakeup, relay, stopping)
+    consumer: QueueConsumer | None = None
+    runner: MessageRunner | None = None
+    if mode != "only":
+        runner = MessageRunner(
+            consumer=definition.name,
+            queue=definition.queue,
+            source=definition.source,
+            pool=pool,
+            registry=REGISTRY,
+            handlers=definition.handlers,
+            dead_letters=DeadLetterPublisher(publisher, service=definition.name),
+            wakeup=wakeup,
+            settings=settings.consumer,
+            faults=faults,
+        )
+        consumer = QueueConsumer(
+            connection, queue=definition.queue, prefetch=settings.consumer.prefetch, process=runner
+        )
+        await consumer.start()
+        tasks += [asyncio.create_task(b(runtime), name="background") for b in definition.background]
+    log.info("service.started", relay=mode, queue=definition.queue, pid=os.getpid())
+    print(f"{definition.name} ready", flush=True)  # noqa: T201 - the supervisor waits for this line
+    await stopping.wait()
+
+    log.info("service.stopping")
+    if runner is not None:
+        runner.stop()
+    if consumer is not None:
+        await consumer.stop(grace=20)
+    for stop in definition.on_stop:
+        stop()
+    if relay is not None:
+        relay.stop()
+    for task in tasks:
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+    await publisher.close()
+    await connection.close()
+    await pool.close()
+    shutdown_tracing()
+    log.info("service.stopped")
+
+
+def main(definition: ServiceDefinition) -> None:
+    """Entry point of ``python -m <service>``."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(definition))

@@ -1,0 +1,4 @@
+from libs.service.app import main
+from order_svc.bootstrap import definition
+
+main(definition())

@@ -1,0 +1,79 @@
+"""Reading the system for operators: orders, saga timelines, instance lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from libs.pg.pool import connect
+from libs.saga import store
+from libs.saga.store import InstanceRow, LogRow
+from libs.settings import Settings
+
+SAGA = "order"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+@dataclass
+class SagaView:
+    instance: InstanceRow
+    log: list[LogRow]
+    trace_id: str | None
+    jaeger_url: str | None
+
+
+async def saga_view(settings: Settings, order_id: str) -> SagaView | None:
+    conn = await connect(settings.saga_dsn)
+    try:
+        instance = await store.get_instance(conn, saga=SAGA, saga_id=order_id)
+        if instance is None:
+            return None
+        log = await store.timeline(conn, saga=SAGA, saga_id=order_id)
+    finally:
+        await conn.close()
+    trace_id = trace_id_of(instance.traceparent)
+    url = f"{settings.jaeger_url.rstrip('/')}/trace/{trace_id}" if trace_id else None
+    return SagaView(instance, log, trace_id, url)
+
+
+async def list_sagas(
+    settings: Settings, *, state: str | None, stuck: bool, now: datetime, limit: int
+) -> list[InstanceRow]:
+    conn = await connect(settings.saga_dsn)
+    try:
+        return await store.list_instances(
+            conn, saga=SAGA, status=state, limit=limit, stuck_before=now if stuck else None
+        )
+    finally:
+        await conn.close()
+
+
+async def list_orders(
+    settings: Settings, *, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    conn = await connect(settings.order_dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT id::text, customer_id, status, total, currency, reason,
+                      extract(epoch FROM clock_timestamp() - created_at) AS age
+                 FROM orders WHERE ($1::text IS NULL OR status = $1)
+                ORDER BY created_at DESC LIMIT $2""",
+            status,
+            limit,
+        )
+        return [dict(r) for r in rows]
+    finally:
+        await conn.close()
+
+
+async def order_exists(settings: Settings, order_id: str) -> bool:
+    conn = await connect(settings.order_dsn)
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM orders WHERE id::text = $1", order_id))
+    finally:
+        await conn.close()

@@ -1,0 +1,46 @@
+"""Operator actions on saga instances; each is a transition, recorded in the saga log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from libs.errors import OrderflowError
+from libs.outbox.relay import Wakeup
+from libs.outbox.store import OutboxWriter
+from libs.pg.pool import connect
+from libs.saga import store
+from libs.saga.engine import Input, OperatorCompensate, OperatorRetry, Transition
+from libs.settings import Settings
+from saga.bootstrap import coordinator
+
+
+class NoSuchSaga(OrderflowError):
+    pass
+
+
+async def act(settings: Settings, order_id: str, action: Input) -> Transition:
+    coord = coordinator(settings)
+    conn = await connect(settings.saga_dsn, application_name="orderflow-cli")
+    try:
+        writer = OutboxWriter()
+        async with conn.transaction():
+            loaded = await store.load_for_update(conn, saga=coord.definition.name, saga_id=order_id)
+            if loaded is None:
+                raise NoSuchSaga(
+                    f"no saga for order {order_id}; list them with `orderflow saga list`"
+                )
+            t = await coord.transition(conn, writer, loaded.state, action, now=datetime.now(UTC))
+            written = await writer.flush(conn)
+        if written:
+            await Wakeup(None).after_commit(conn)
+        return t
+    finally:
+        await conn.close()
+
+
+async def retry(settings: Settings, order_id: str) -> Transition:
+    return await act(settings, order_id, OperatorRetry())
+
+
+async def compensate(settings: Settings, order_id: str, reason: str) -> Transition:
+    return await act(settings, order_id, OperatorCompensate(reason))

@@ -1,0 +1,175 @@
+"""Run services as child processes: prefixed logs, readiness, loud restarts, clean stop.
+
+Used by ``orderflow up``, the chaos harness and the end-to-end tests. A child that exits without
+being asked to is reported in red with its exit code, and restarted only when ``restart`` is on
+(and then said so, with a count): nothing is restarted silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO
+
+COLORS = {"order_svc": "36", "payment_svc": "32", "inventory_svc": "33", "saga": "35"}
+
+
+@dataclass
+class Child:
+    service: str
+    replica: int
+    process: asyncio.subprocess.Process | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    expected_exit: bool = False
+    restarts: int = 0
+    started_at: float = 0.0
+    exits: list[int] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}#{self.replica}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        replicas: Mapping[str, int] | None = None,
+        services: tuple[str, ...] = ("order_svc", "payment_svc", "inventory_svc", "saga"),
+        restart: bool = True,
+        output: IO[str] | None = None,
+        color: bool | None = None,
+        extra_env: Callable[[Child], Mapping[str, str]] | None = None,
+    ) -> None:
+        self._env = dict(os.environ if env is None else env)
+        self._env["PYTHONUNBUFFERED"] = "1"
+        self._restart = restart
+        self._out = output or sys.stdout
+        self._color = self._out.isatty() if color is None else color
+        self._extra_env = extra_env
+        self.children = [
+            Child(service, n + 1)
+            for service in services
+            for n in range((replicas or {}).get(service, 1))
+        ]
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def _say(self, name: str, service: str, line: str) -> None:
+        prefix = f"{name:<16}|"
+        if self._color:
+            prefix = f"\x1b[{COLORS.get(service, '37')}m{prefix}\x1b[0m"
+        self._out.write(f"{prefix} {line}\n")
+        self._out.flush()
+
+    def _alarm(self, text: str) -> None:
+        self._out.write((f"\x1b[1;31m{text}\x1b[0m" if self._color else text) + "\n")
+        self._out.flush()
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def of(self, service: str) -> list[Child]:
+        return [c for c in self.children if c.service == service]
+
+    async def start_all(self, *, timeout: float = 60.0) -> None:
+        for child in self.children:
+            await self.start(child)
+        await self.wait_ready(timeout=timeout)
+
+    async def start(self, child: Child) -> None:
+        env = dict(self._env)
+        if self._extra_env is not None:
+            env.update(self._extra_env(child))
+        child.ready = asyncio.Event()
+        child.expected_exit = False
+        child.started_at = time.monotonic()
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            child.service,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._watchers.append(asyncio.create_task(self._watch(child, child.process)))
+
+    async def _watch(self, child: Child, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if line == f"{child.service} ready":
+                child.ready.set()
+            self._say(child.name, child.service, line)
+        code = await process.wait()
+        child.exits.append(code)
+        if child.expected_exit or self._stopping:
+            return
+        if self._restart:
+            child.restarts += 1
+            self._alarm(
+                f"{child.name} exited with code {code}; restarting it (restart #{child.restarts})"
+            )
+            await asyncio.sleep(1.0)
+            if not self._stopping:
+                await self.start(child)
+        else:
+            self._alarm(f"{child.name} exited with code {code}; not restarting it")
+
+    async def wait_ready(
+        self, *, timeout: float = 60.0, children: list[Child] | None = None
+    ) -> None:
+        pending = [c for c in (children or self.children)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in pending)), timeout)
+        except TimeoutError:
+            slow = [c.name for c in pending if not c.ready.is_set()]
+            raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(slow)}") from None
+
+    async def kill(self, child: Child, sig: int = signal.SIGKILL) -> None:
+        """Signal a child and wait for it; the supervisor does not restart it."""
+        if not child.alive or child.process is None:
+            return
+        child.expected_exit = True
+        with contextlib.suppress(ProcessLookupError):
+            child.process.send_signal(sig)
+        await child.process.wait()
+
+    async def restart_child(self, child: Child, *, wait_ready: bool = True) -> None:
+        await self.kill(child, signal.SIGKILL)
+        await self.start(child)
+        if wait_ready:
+            await self.wait_ready(children=[child])
+
+    async def stop_all(self, *, grace: float = 15.0) -> None:
+        self._stopping = True
+        alive = [c for c in self.children if c.alive]
+        for child in alive:
+            child.expected_exit = True
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + grace
+        for child in alive:
+            assert child.process is not None
+            try:
+                await asyncio.wait_for(child.process.wait(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                self._alarm(f"{child.name} did not stop within {grace:.0f} s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
+                await child.process.wait()
+        for watcher in self._watchers:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(watcher, 5)

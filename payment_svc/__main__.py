@@ -1,0 +1,4 @@
+from libs.service.app import main
+from payment_svc.bootstrap import definition
+
+main(definition())

@@ -1,0 +1,18 @@
+"""The composition root of payment_svc."""
+
+from __future__ import annotations
+
+from libs.contracts.topology import QUEUES
+from libs.pg.migrations import Migration, load
+from libs.service.app import ServiceDefinition
+from payment_svc.handlers import HANDLERS
+
+NAME = "payment_svc"
+
+
+def migrations() -> list[Migration]:
+    return load("payment_svc.adapters", "payment")
+
+
+def definition() -> ServiceDefinition:
+    return ServiceDefinition(name=NAME, queue=QUEUES[NAME].name, handlers=HANDLERS)

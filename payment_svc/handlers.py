@@ -1,0 +1,32 @@
+"""payment_svc's routing table: message type → handler."""
+
+from __future__ import annotations
+
+from libs.contracts.payment import ProcessPayment, RefundPayment
+from libs.service.runner import Handler, HandlerContext
+from payment_svc.adapters import repository
+from payment_svc.domain.model import process_payment, refund_payment
+
+
+async def on_process_payment(command: ProcessPayment, ctx: HandlerContext) -> None:
+    existing = await repository.get_payment(ctx.conn, command.order_id)
+    before = existing.status if existing else None
+    customer = await repository.get_customer(ctx.conn, command.customer_id)
+    payment = process_payment(command, existing=existing, customer=customer)
+    await repository.save(ctx.conn, payment, customer=customer, before=before)
+    ctx.collect(payment)
+
+
+async def on_refund_payment(command: RefundPayment, ctx: HandlerContext) -> None:
+    existing = await repository.get_payment(ctx.conn, command.order_id)
+    before = existing.status if existing else None
+    customer = await repository.get_customer(ctx.conn, existing.customer_id if existing else None)
+    payment = refund_payment(command.order_id, existing=existing, customer=customer)
+    await repository.save(ctx.conn, payment, customer=customer, before=before)
+    ctx.collect(payment)
+
+
+HANDLERS: dict[type, Handler] = {
+    ProcessPayment: on_process_payment,
+    RefundPayment: on_refund_payment,
+}

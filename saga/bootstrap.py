@@ -1,0 +1,40 @@
+"""The composition root of the saga coordinator."""
+
+from __future__ import annotations
+
+from libs.contracts import REGISTRY
+from libs.contracts.topology import QUEUES
+from libs.pg.migrations import Migration
+from libs.saga import store
+from libs.saga.runtime import SagaCoordinator
+from libs.service.app import Runtime, ServiceDefinition
+from libs.settings import Settings
+from saga.domain.order_saga import order_saga
+
+NAME = "saga"
+
+
+def migrations() -> list[Migration]:
+    return store.migrations()
+
+
+def coordinator(settings: Settings) -> SagaCoordinator:
+    definition = order_saga(deadline=settings.saga.step_deadline, retries=settings.saga.retries)
+    return SagaCoordinator(
+        definition, registry=REGISTRY, source=f"/orderflow/{NAME}", sweep=settings.saga.timer_sweep
+    )
+
+
+def definition(settings: Settings | None = None) -> ServiceDefinition:
+    coord = coordinator(settings or Settings())
+
+    async def timers(runtime: Runtime) -> None:
+        await coord.run_timers(runtime.pool, runtime.wakeup)
+
+    return ServiceDefinition(
+        name=NAME,
+        queue=QUEUES[NAME].name,
+        handlers=dict.fromkeys(coord.definition.replies(), coord.handle),
+        background=(timers,),
+        on_stop=(coord.stop,),
+    )
