@@ -1,0 +1,146 @@
+"""A whole orderflow system per test: own vhost, own four databases, services as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from libs.pg.admin import drop_database, ensure_database
+from libs.settings import Settings
+from libs.testing.infra import dsn_for, temporary_vhost, unique_name
+from orderflow.check import CheckReport, check
+from orderflow.client import OrderClient
+from orderflow.setup import setup
+from orderflow.supervisor import Supervisor
+from tests.conftest import ADMIN_DSN, AMQP_BASE
+
+FAST_SAGA = {
+    "ORDERFLOW_SAGA__STEP_DEADLINE": "2",
+    "ORDERFLOW_SAGA__RETRIES": "1",
+    "ORDERFLOW_SAGA__TIMER_SWEEP": "0.5",
+}
+
+
+@dataclass
+class System:
+    settings: Settings
+    env: dict[str, str]
+    supervisor: Supervisor
+    client: OrderClient
+    log: io.StringIO
+
+    async def place(self, customer: str, *items: tuple[str, int, str]) -> str:
+        outcome = await self.client.place(
+            customer_id=customer, items=[(s, q, Decimal(p)) for s, q, p in items]
+        )
+        return outcome.order_id
+
+    async def wait(self, order_ids: list[str], timeout: float = 60) -> None:
+        if not await self.client.wait(order_ids, timeout=timeout):
+            pending = [o for o in order_ids if self.client.outcomes[o].status == "PENDING"]
+            raise AssertionError(
+                f"{len(pending)} orders still PENDING, e.g. {pending[:3]}\n"
+                + self.log.getvalue()[-4000:]
+            )
+
+    def status(self, order_id: str) -> str:
+        return self.client.outcomes[order_id].status
+
+    async def quiet_check(self, timeout: float = 20) -> CheckReport:
+        """Wait until every invariant holds (replies and outboxes settle), or fail with the report."""
+        deadline = time.monotonic() + timeout
+        while True:
+            report = await check(self.settings)
+            if report.ok or time.monotonic() > deadline:
+                assert report.ok, "\n".join(report.violations[:20])
+                return report
+            await asyncio.sleep(0.5)
+
+    async def scalar(self, service: str, query: str, *args: Any) -> Any:
+        from libs.pg.pool import connect
+
+        conn = await connect(self.settings.dsn_for(service))
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+
+@asynccontextmanager
+async def running_system(
+    *,
+    replicas: dict[str, int] | None = None,
+    extra_env: dict[str, str] | None = None,
+    services: tuple[str, ...] = ("order_svc", "payment_svc", "inventory_svc", "saga"),
+) -> AsyncIterator[System]:
+    async with AsyncExitStack() as stack:
+        amqp_url = await stack.enter_async_context(temporary_vhost(AMQP_BASE, prefix="ofe2e"))
+        names = {
+            svc: unique_name(f"ofe2e_{svc.split('_')[0]}")
+            for svc in ("order_svc", "payment_svc", "inventory_svc", "saga")
+        }
+        for name in names.values():
+            await ensure_database(ADMIN_DSN, name)
+            stack.push_async_callback(drop_database, ADMIN_DSN, name)
+        env = {
+            "ORDERFLOW_AMQP_URL": amqp_url,
+            "ORDERFLOW_PG_ADMIN_DSN": ADMIN_DSN,
+            "ORDERFLOW_ORDER_DSN": dsn_for(ADMIN_DSN, names["order_svc"]),
+            "ORDERFLOW_PAYMENT_DSN": dsn_for(ADMIN_DSN, names["payment_svc"]),
+            "ORDERFLOW_INVENTORY_DSN": dsn_for(ADMIN_DSN, names["inventory_svc"]),
+            "ORDERFLOW_SAGA_DSN": dsn_for(ADMIN_DSN, names["saga"]),
+            "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2",
+            **FAST_SAGA,
+            **(extra_env or {}),
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        stack.callback(_restore, saved)
+        settings = Settings()
+        await setup(settings)
+        log = io.StringIO()
+        supervisor = Supervisor(
+            env={**os.environ, **env},
+            replicas=replicas,
+            services=services,
+            restart=False,
+            output=log,
+            color=False,
+        )
+        stack.push_async_callback(supervisor.stop_all)
+        stack.callback(_dump_log, log)
+        await supervisor.start_all(timeout=60)
+        client = await OrderClient.open(amqp_url)
+        stack.push_async_callback(client.close)
+        yield System(settings, env, supervisor, client, log)
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _dump_log(log: io.StringIO) -> None:
+    """Keep the services' output of the last e2e test for a post-mortem."""
+    path = Path(os.environ.get("ORDERFLOW_E2E_LOG", "var/e2e-last.log"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(log.getvalue())
+
+
+@pytest.fixture
+async def system() -> AsyncIterator[System]:
+    async with running_system() as s:
+        yield s
