@@ -380,6 +380,28 @@ def saga_diagram() -> None:
     print(mermaid(coordinator(_settings()).definition), end="")
 
 
+@app.command()
+def asyncapi(
+    out: Path = typer.Option(Path("docs/asyncapi.yaml"), "--out"),
+    check_only: bool = typer.Option(False, "--check", help="fail if the file is not up to date"),
+) -> None:
+    """Write the AsyncAPI 3 document of the wire contract (generated from the registry)."""
+    from orderflow.asyncapi import render
+
+    text = render()
+    if check_only:
+        if not out.exists() or out.read_text() != text:
+            err.print(
+                f"[bold red]error:[/] {out} is stale; regenerate it with `orderflow asyncapi`"
+            )
+            raise typer.Exit(1)
+        console.print(f"{out} is up to date")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    console.print(f"wrote {out}")
+
+
 # -- benchmarks -------------------------------------------------------------------------------
 
 

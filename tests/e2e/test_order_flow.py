@@ -136,4 +136,6 @@ async def test_two_saga_and_two_payment_replicas_handle_300_orders_and_every_inv
         # the broker spread the work: both saga replicas completed sagas
         log = system.log.getvalue().splitlines()
         for replica in ("saga#1", "saga#2"):
-            assert any(line.startswith(replica) and '"saga.completed"' in line for line in log), replica
+            assert any(line.startswith(replica) and '"saga.completed"' in line for line in log), (
+                replica
+            )
