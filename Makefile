@@ -37,3 +37,6 @@ test: bootstrap services lint types
 
 bench: bootstrap services
 	$(UV) run --frozen orderflow bench relay
+
+demo: bootstrap services  ## set up, start the services, place a mix of orders, show how each ended
+	$(UV) run --frozen orderflow demo

@@ -273,6 +273,228 @@ def orders(
     console.print(table)
 
 
+@app.command()
+def load(
+    orders: int = typer.Option(100, "--orders", min=1, max=1_000_000),
+    rate: float = typer.Option(20.0, "--rate", min=0.1, help="orders per second"),
+    mix: str = typer.Option("ok=80,declined=10,out-of-stock=10", "--mix"),
+    seed: int = typer.Option(1, "--seed"),
+    timeout: float = typer.Option(120.0, "--timeout", help="seconds to wait for the last order"),
+) -> None:
+    """Publish a reproducible mix of orders, wait for every one, print a summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orderflow.client import OrderClient
+    from orderflow.load import BadMix, parse_mix, plan, run_load
+
+    try:
+        weights = parse_mix(mix)
+    except BadMix as exc:
+        raise typer.BadParameter(str(exc)) from None
+    planned = plan(orders, weights, seed)
+    settings = _settings()
+
+    async def main() -> Any:
+        client = await OrderClient.open(settings.amqp_url)
+        try:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                placed = progress.add_task("placed", total=orders)
+                done = progress.add_task("finished", total=orders)
+                return await run_load(
+                    client,
+                    planned,
+                    rate=rate,
+                    timeout=timeout,
+                    on_placed=lambda n: progress.update(placed, completed=n),
+                    on_done=lambda n: progress.update(done, completed=n),
+                )
+        finally:
+            await client.close()
+
+    result = run(main())
+    table = Table(
+        "kind", "planned", "CONFIRMED", "REJECTED", "PENDING", title=f"{orders} orders, seed {seed}"
+    )
+    for kind in ("ok", "declined", "out-of-stock"):
+        if result.planned[kind]:
+            table.add_row(
+                kind,
+                str(result.planned[kind]),
+                *(str(result.outcomes[(kind, s)]) for s in ("CONFIRMED", "REJECTED", "PENDING")),
+            )
+    console.print(table)
+    console.print(
+        f"placed in {result.placing_seconds:.1f} s, all ended after {result.total_seconds:.1f} s; "
+        f"latency place→end p50 {result.latency(50):.0f} ms, p95 {result.latency(95):.0f} ms, "
+        f"p99 {result.latency(99):.0f} ms"
+    )
+    if result.pending or result.unexpected:
+        console.print(
+            f"[bold red]failures:[/] {len(result.pending)} still pending, "
+            f"{len(result.unexpected)} ended unexpectedly (e.g. {(result.pending + result.unexpected)[:3]})"
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def status() -> None:
+    """Per service: outbox backlog and age, queue depth and consumers, dead letters; sagas by state."""
+    from orderflow.status import status as get_status
+
+    result = run(get_status(_settings()))
+    table = Table(
+        "service",
+        "outbox pending",
+        "oldest",
+        "relay dead",
+        "queue",
+        "depth",
+        "consumers",
+        "dead letters",
+    )
+    for s in result.services:
+        oldest = f"{s.oldest_pending_seconds:.1f}s" if s.oldest_pending_seconds is not None else "-"
+        table.add_row(
+            s.service,
+            str(s.outbox_pending),
+            oldest,
+            str(s.outbox_dead),
+            s.queue,
+            str(s.queue_depth),
+            str(s.consumers),
+            str(s.dead_letters),
+        )
+    console.print(table)
+    console.print(
+        "sagas: " + (", ".join(f"{k} {v}" for k, v in sorted(result.sagas.items())) or "none")
+    )
+
+
+@app.command()
+def demo(
+    orders: int = typer.Option(20, "--orders", min=3, max=500),
+    verbose: bool = typer.Option(False, "--verbose", help="show the services' logs"),
+) -> None:
+    """Set up, start the services, place a mix of orders, show how each ended, stop."""
+    from orderflow.demo import run_demo
+
+    settings = _settings()
+    console.print(
+        "[bold]orderflow demo[/]: setting up, starting the four services, placing "
+        f"{orders} orders (confirmed, declined, out of stock)…"
+    )
+    result = run(run_demo(settings, orders=orders, verbose=verbose))
+    table = Table("order", "kind", "outcome", "reason", "ms", title="how each order ended")
+    for row in result.rows:
+        style = {"CONFIRMED": "green", "REJECTED": "red"}.get(row.status, "yellow")
+        table.add_row(
+            row.order_id,
+            row.kind,
+            f"[{style}]{row.status}[/]",
+            row.reason,
+            f"{row.latency_ms:.0f}" if row.latency_ms is not None else "",
+        )
+    console.print(table)
+    shown: set[str] = set()
+    for row in result.rows:
+        if row.kind in shown:
+            continue
+        shown.add(row.kind)
+        console.rule(f"{row.kind}: saga timeline of order {row.order_id}")
+        _show_saga(settings, row.order_id)
+    load = result.load
+    counts = ", ".join(f"{k} → {s}: {n}" for (k, s), n in sorted(load.outcomes.items()))
+    console.print(f"[bold]{counts}[/]")
+    if load.pending or load.unexpected:
+        console.print("[bold red]some orders did not end as expected[/]")
+        raise typer.Exit(1)
+    console.print(
+        "Next: `orderflow up` in one terminal, then `orderflow place-order --customer alice "
+        "--item WIDGET:2 --wait` in another."
+    )
+
+
+# -- dead letters -----------------------------------------------------------------------------
+
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters of the queues and of the relays.")
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    queue: str | None = typer.Option(None, "--queue", help="e.g. order_svc.commands"),
+) -> None:
+    """List dead letters with why they died."""
+    from orderflow.dlq import list_letters
+
+    letters = run(list_letters(_settings(), queue=queue))
+    table = Table("id", "where", "type", "error", "attempts")
+    for letter in letters:
+        table.add_row(
+            letter.id,
+            letter.where,
+            letter.type,
+            f"{letter.error_class}: {letter.error}"[:120],
+            str(letter.attempts),
+        )
+    console.print(table)
+    console.print(f"{len(letters)} dead letter(s)")
+
+
+@dlq_app.command("show")
+def dlq_show(letter_id: str) -> None:
+    """Show one dead letter: headers and body."""
+    from orderflow.dlq import list_letters
+
+    letters = [x for x in run(list_letters(_settings())) if x.id == letter_id]
+    if not letters:
+        err.print(f"[bold red]error:[/] no dead letter {letter_id}; see `orderflow dlq list`")
+        raise typer.Exit(1)
+    letter = letters[0]
+    console.print(f"[bold]{letter.id}[/] in {letter.where}: {letter.type}")
+    console.print(f"error: {letter.error_class}: {letter.error}  (attempts {letter.attempts})")
+    for key, value in sorted(letter.headers.items()):
+        console.print(f"  {key}: {value}", markup=False)
+    console.print(letter.body.decode(errors="replace"), markup=False, highlight=False)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    letter_id: str | None = typer.Argument(None),
+    all_: bool = typer.Option(False, "--all"),
+    queue: str | None = typer.Option(None, "--queue"),
+) -> None:
+    """Send dead letters back where they came from (processed once, thanks to the inbox)."""
+    from orderflow.dlq import replay
+
+    if (letter_id is None) == (not all_):
+        raise typer.BadParameter("give one dead letter id, or --all")
+    count = run(replay(_settings(), letter_id=letter_id, queue=queue))
+    if letter_id is not None and count == 0:
+        err.print(f"[bold red]error:[/] no dead letter {letter_id} (already replayed?)")
+        raise typer.Exit(1)
+    console.print(f"replayed {count} dead letter(s)")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    queue: str | None = typer.Option(None, "--queue"),
+    yes: bool = typer.Option(False, "--yes", help="do not ask"),
+) -> None:
+    """Delete dead letters for good."""
+    from orderflow.dlq import purge
+
+    if not yes and not typer.confirm("Delete the dead letters for good?"):
+        raise typer.Exit(1)
+    console.print(f"purged {run(purge(_settings(), queue=queue))} dead letter(s)")
+
+
 # -- sagas ------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from libs.pg.admin import drop_database, ensure_database
+from libs.pg.admin import drop_database
 from libs.settings import Settings
 from libs.testing.infra import dsn_for, temporary_vhost, unique_name
 from orderflow.check import CheckReport, check
@@ -77,12 +77,8 @@ class System:
 
 
 @asynccontextmanager
-async def running_system(
-    *,
-    replicas: dict[str, int] | None = None,
-    extra_env: dict[str, str] | None = None,
-    services: tuple[str, ...] = ("order_svc", "payment_svc", "inventory_svc", "saga"),
-) -> AsyncIterator[System]:
+async def isolated_env(extra_env: dict[str, str] | None = None) -> AsyncIterator[dict[str, str]]:
+    """Environment variables naming a vhost and four databases of this test's own (all empty)."""
     async with AsyncExitStack() as stack:
         amqp_url = await stack.enter_async_context(temporary_vhost(AMQP_BASE, prefix="ofe2e"))
         names = {
@@ -90,9 +86,8 @@ async def running_system(
             for svc in ("order_svc", "payment_svc", "inventory_svc", "saga")
         }
         for name in names.values():
-            await ensure_database(ADMIN_DSN, name)
             stack.push_async_callback(drop_database, ADMIN_DSN, name)
-        env = {
+        yield {
             "ORDERFLOW_AMQP_URL": amqp_url,
             "ORDERFLOW_PG_ADMIN_DSN": ADMIN_DSN,
             "ORDERFLOW_ORDER_DSN": dsn_for(ADMIN_DSN, names["order_svc"]),
@@ -103,6 +98,17 @@ async def running_system(
             **FAST_SAGA,
             **(extra_env or {}),
         }
+
+
+@asynccontextmanager
+async def running_system(
+    *,
+    replicas: dict[str, int] | None = None,
+    extra_env: dict[str, str] | None = None,
+    services: tuple[str, ...] = ("order_svc", "payment_svc", "inventory_svc", "saga"),
+) -> AsyncIterator[System]:
+    async with AsyncExitStack() as stack:
+        env = await stack.enter_async_context(isolated_env(extra_env))
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         stack.callback(_restore, saved)
@@ -120,7 +126,7 @@ async def running_system(
         stack.push_async_callback(supervisor.stop_all)
         stack.callback(_dump_log, log)
         await supervisor.start_all(timeout=60)
-        client = await OrderClient.open(amqp_url)
+        client = await OrderClient.open(env["ORDERFLOW_AMQP_URL"])
         stack.push_async_callback(client.close)
         yield System(settings, env, supervisor, client, log)
 

@@ -54,3 +54,9 @@ def test_place_order_documents_the_contract_fields() -> None:
     line = doc["components"]["schemas"]["PricedLine"]
     assert line["properties"]["unit_price"]["type"] == "string"
     assert line["properties"]["quantity"]["exclusiveMinimum"] == 0
+
+
+def test_every_message_type_is_described_in_the_human_contract() -> None:
+    text = (DOC.parent / "messages.md").read_text()
+    missing = [spec.type for spec in REGISTRY if f"`{spec.type}`" not in text]
+    assert missing == []

@@ -1,0 +1,190 @@
+"""Dead-letter queues: list, show, replay, purge — without losing anything on the way.
+
+Listing reads each ``<queue>.dlq`` with ``basic.get`` and no ack, then closes the channel, which
+returns every message to its queue: a look changes nothing. Replay publishes a copy to the
+exchange and routing key it first came through (from the consumer's ``x-orderflow-*`` headers, or
+the broker's ``x-death`` header for deliveries that hit ``x-delivery-limit``), with the same body
+and message id, waits for the broker's confirm, and only then acks the dead letter. A crash in
+between leaves the message in both places; the consumer's inbox makes the second copy a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from libs.messages.envelope import utcnow
+from libs.messaging.consumer import (
+    ERROR_ATTEMPTS,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    ERROR_SERVICE,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+)
+from libs.messaging.publisher import Outgoing, Publisher
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    queue: str
+    message_id: str
+    type: str
+    error_class: str
+    error: str
+    service: str
+    attempts: int
+    exchange: str
+    routing_key: str
+    dead_at: datetime | None
+    headers: dict[str, Any]
+    body: bytes
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def _origin(message: AbstractIncomingMessage) -> tuple[str, str]:
+    headers: dict[str, Any] = dict(message.headers or {})
+    exchange = _text(headers.get(ORIGINAL_EXCHANGE))
+    routing_key = _text(headers.get(ORIGINAL_ROUTING_KEY))
+    if exchange:
+        return exchange, routing_key
+    death = _first_death(headers)
+    if death is not None:
+        keys = death.get("routing-keys")
+        return _text(death.get("exchange")), _text(
+            keys[0] if isinstance(keys, list) and keys else ""
+        )
+    return "", message.routing_key or ""
+
+
+def _first_death(headers: dict[str, Any]) -> dict[str, Any] | None:
+    """The broker's own record of the latest dead-lettering, if any."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        return deaths[0]
+    return None
+
+
+def _describe(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
+    headers: dict[str, Any] = dict(message.headers or {})
+    exchange, routing_key = _origin(message)
+    death = _first_death(headers)
+    reason = ""
+    if death is not None:
+        reason = f"broker: {_text(death.get('reason'))} ({_text(death.get('count'))} times)"
+    attempts = headers.get(ERROR_ATTEMPTS, 0)
+    return DeadLetter(
+        queue=queue,
+        message_id=message.message_id or "",
+        type=message.type or "",
+        error_class=_text(headers.get(ERROR_CLASS)) or ("DeliveryLimitExceeded" if reason else ""),
+        error=_text(headers.get(ERROR_MESSAGE)) or reason,
+        service=_text(headers.get(ERROR_SERVICE)),
+        attempts=int(attempts) if isinstance(attempts, int) else 0,
+        exchange=exchange,
+        routing_key=routing_key,
+        dead_at=message.timestamp,
+        headers=headers,
+        body=message.body,
+    )
+
+
+async def list_dead_letters(
+    connection: AbstractRobustConnection, queues: list[str], *, limit: int = 1000
+) -> list[DeadLetter]:
+    found: list[DeadLetter] = []
+    for queue_name in queues:
+        channel = await connection.channel()
+        try:
+            queue = await channel.get_queue(queue_name, ensure=True)
+            while len(found) < limit:
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                found.append(_describe(queue_name, message))
+        finally:
+            await channel.close()  # unacked messages go back to their queue
+    return found
+
+
+async def replay(
+    connection: AbstractRobustConnection,
+    publisher: Publisher,
+    queues: list[str],
+    *,
+    message_id: str | None,
+) -> list[DeadLetter]:
+    """Re-publish dead letters (one id, or all when ``message_id`` is None); returns them."""
+    replayed: list[DeadLetter] = []
+    for queue_name in queues:
+        channel = await connection.channel()
+        try:
+            queue = await channel.get_queue(queue_name, ensure=True)
+            seen = 0
+            depth = queue.declaration_result.message_count or 0
+            while seen < depth:
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                seen += 1
+                if message_id is not None and message.message_id != message_id:
+                    continue
+                letter = _describe(queue_name, message)
+                if not letter.exchange and not letter.routing_key:
+                    continue  # nowhere to send it back to; it stays
+                headers = {
+                    k: v
+                    for k, v in letter.headers.items()
+                    if not k.startswith("x-orderflow-") and k != "x-death"
+                }
+                headers["x-orderflow-replayed-at"] = utcnow().isoformat()
+                await publisher.publish(
+                    Outgoing(
+                        exchange=letter.exchange,
+                        routing_key=letter.routing_key,
+                        body=message.body,
+                        message_id=letter.message_id,
+                        type=letter.type,
+                        timestamp=message.timestamp or utcnow(),
+                        correlation_id=message.correlation_id,
+                        headers=headers,
+                        content_type=message.content_type or "application/octet-stream",
+                    )
+                )
+                await message.ack()
+                replayed.append(letter)
+        finally:
+            await channel.close()
+    return replayed
+
+
+async def purge(connection: AbstractRobustConnection, queues: list[str]) -> int:
+    purged = 0
+    channel = await connection.channel()
+    try:
+        for queue_name in queues:
+            queue = await channel.get_queue(queue_name, ensure=True)
+            result = await queue.purge()
+            purged += int(getattr(result, "message_count", 0) or 0)
+    finally:
+        await channel.close()
+    return purged
+
+
+async def depth(connection: AbstractRobustConnection, queue_name: str) -> tuple[int, int]:
+    """(messages ready, consumers) of a queue."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(queue_name, passive=True)
+        result = queue.declaration_result
+        return int(result.message_count or 0), int(result.consumer_count or 0)
+    finally:
+        await channel.close()

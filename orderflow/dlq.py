@@ -1,0 +1,138 @@
+"""`orderflow dlq`: dead letters of the broker queues and of the relays, in one list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from libs.contracts import TOPOLOGY
+from libs.errors import OrderflowError
+from libs.messaging import deadletters
+from libs.messaging.connection import connect as amqp_connect
+from libs.messaging.publisher import Publisher
+from libs.outbox import store as outbox
+from libs.pg.pool import connect
+from libs.settings import Settings
+from orderflow.system import SERVICES
+
+
+class UnknownQueue(OrderflowError):
+    pass
+
+
+@dataclass(frozen=True)
+class Letter:
+    id: str  # message id (broker) or outbox:<service>:<row id> (relay)
+    where: str  # queue name, or "<service> outbox"
+    type: str
+    error_class: str
+    error: str
+    attempts: int
+    dead_at: datetime | None
+    body: bytes
+    headers: dict[str, object]
+
+
+def _queues(queue: str | None) -> list[str]:
+    all_dlqs = TOPOLOGY.dead_letter_queues()
+    if queue is None:
+        return all_dlqs
+    name = queue if queue.endswith(".dlq") else queue + ".dlq"
+    if name not in all_dlqs:
+        raise UnknownQueue(f"no dead-letter queue {name}; there are: {', '.join(all_dlqs)}")
+    return [name]
+
+
+async def list_letters(
+    settings: Settings, *, queue: str | None = None, limit: int = 1000
+) -> list[Letter]:
+    letters: list[Letter] = []
+    connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
+    try:
+        for d in await deadletters.list_dead_letters(connection, _queues(queue), limit=limit):
+            letters.append(
+                Letter(
+                    d.message_id,
+                    d.queue,
+                    d.type,
+                    d.error_class,
+                    d.error,
+                    d.attempts,
+                    d.dead_at,
+                    d.body,
+                    d.headers,
+                )
+            )
+    finally:
+        await connection.close()
+    if queue is None:
+        for service in SERVICES:
+            conn = await connect(settings.dsn_for(service))
+            try:
+                for row in await outbox.list_dead(conn, limit=limit):
+                    letters.append(
+                        Letter(
+                            f"outbox:{service}:{row.id}",
+                            f"{service} outbox",
+                            row.message_type,
+                            "RelayGaveUp",
+                            row.last_error or "",
+                            row.attempts,
+                            row.dead_at,
+                            row.payload,
+                            {
+                                "exchange": row.exchange,
+                                "routing_key": row.routing_key,
+                                "message_id": row.message_id,
+                            },
+                        )
+                    )
+            finally:
+                await conn.close()
+    return letters
+
+
+async def replay(settings: Settings, *, letter_id: str | None, queue: str | None) -> int:
+    """Replay one letter (by id) or all (of a queue); returns how many were sent back."""
+    count = 0
+    if letter_id is None or not letter_id.startswith("outbox:"):
+        connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
+        publisher = Publisher(connection)
+        try:
+            count += len(
+                await deadletters.replay(
+                    connection, publisher, _queues(queue), message_id=letter_id
+                )
+            )
+        finally:
+            await publisher.close()
+            await connection.close()
+    if queue is None and (letter_id is None or letter_id.startswith("outbox:")):
+        targets: tuple[str, ...] = SERVICES
+        ids: list[int] | None = None
+        if letter_id is not None:
+            _, service, row = letter_id.split(":", 2)
+            targets, ids = (service,), [int(row)]
+        for service in targets:
+            conn = await connect(settings.dsn_for(service))
+            try:
+                count += await outbox.replay_dead(conn, ids=ids)
+            finally:
+                await conn.close()
+    return count
+
+
+async def purge(settings: Settings, *, queue: str | None) -> int:
+    connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
+    try:
+        count = await deadletters.purge(connection, _queues(queue))
+    finally:
+        await connection.close()
+    if queue is None:
+        for service in SERVICES:
+            conn = await connect(settings.dsn_for(service))
+            try:
+                count += await outbox.purge_dead(conn)
+            finally:
+                await conn.close()
+    return count
