@@ -1,8 +1,9 @@
 """OpenTelemetry setup and W3C trace-context propagation through messages.
 
 Configured by the standard ``OTEL_*`` variables: ``OTEL_SDK_DISABLED=true`` turns tracing off;
-spans are exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces-specific
-variable) is set. Without an endpoint spans are still created, so trace ids reach the logs and the
+spans are exported over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces-specific
+variable) is set, over HTTP/protobuf unless ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or
+``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``) says ``grpc``. Without an endpoint spans are still created, so trace ids reach the logs and the
 messages, but nothing is exported. ``setup_tracing`` is called once, by a composition root.
 """
 
@@ -34,9 +35,21 @@ def setup_tracing(service_name: str) -> None:
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+        )
+        exporter: Any
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            exporter = OTLPSpanExporter()
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as HttpExporter,
+            )
+
+            exporter = HttpExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _configured["provider"] = provider
 

@@ -15,6 +15,8 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from libs.messages.registry import Message, MessageRegistry
@@ -96,6 +98,11 @@ class SagaCoordinator:
         self, conn: Conn, writer: OutboxWriter, *, previous: SagaState | None, t: Transition
     ) -> None:
         state = t.state
+        span = trace.get_current_span()
+        span.set_attribute("orderflow.order_id", state.id)
+        span.set_attribute("orderflow.saga.state", state.status.value)
+        if state.step:
+            span.set_attribute("orderflow.saga.step", state.step)
         if t.accepted and previous is not None:
             await store.update(
                 conn, saga=self.definition.name, state=state, previous_version=previous.version
@@ -177,6 +184,7 @@ class SagaCoordinator:
                     )
                     for loaded in due:
                         parent = context_from_headers({"traceparent": loaded.traceparent or ""})
+                        structlog.contextvars.bind_contextvars(order_id=loaded.state.id)
                         with _tracer.start_as_current_span(
                             "saga deadline",
                             context=parent,

@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from libs.contracts import REGISTRY, TOPOLOGY
@@ -118,10 +119,15 @@ async def serve(
         await consumer.start()
         tasks += [asyncio.create_task(b(runtime), name="background") for b in definition.background]
     log.info("service.started", relay=mode, queue=definition.queue, pid=os.getpid())
+    ready_file = os.environ.get("ORDERFLOW_READY_FILE")  # for container health checks
+    if ready_file:
+        _mark_ready(ready_file)
     print(f"{definition.name} ready", flush=True)  # noqa: T201 - the supervisor waits for this line
     await stopping.wait()
 
     log.info("service.stopping")
+    if ready_file:
+        _mark_ready(ready_file, ready=False)
     if runner is not None:
         runner.stop()
     if consumer is not None:
@@ -138,6 +144,14 @@ async def serve(
     await pool.close()
     shutdown_tracing()
     log.info("service.stopped")
+
+
+def _mark_ready(path: str, *, ready: bool = True) -> None:
+    """Create or remove the file a container health check looks for (tiny and rare: sync)."""
+    if ready:
+        Path(path).write_text(str(os.getpid()))
+    else:
+        Path(path).unlink(missing_ok=True)
 
 
 def main(definition: ServiceDefinition) -> None:

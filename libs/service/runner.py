@@ -269,18 +269,31 @@ class MessageRunner:
             ctx = HandlerContext(
                 conn=conn, envelope=envelope, registry=self._registry, source=self._source
             )
-            async with conn.transaction():
-                fresh = await inbox.claim(
-                    conn, consumer=self.consumer, message_id=envelope.id, message_type=envelope.type
-                )
-                if not fresh:
-                    self.stats.duplicates += 1
-                    log.info("consumer.duplicate")
-                    return
-                await handler(message, ctx)
-                ctx.write_collected()
-                written = await ctx.outbox.flush(conn)
+            with _tracer.start_as_current_span(
+                "postgresql transaction",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "db.system": "postgresql",
+                    "db.operation.name": "TRANSACTION",
+                    "orderflow.handler": getattr(handler, "__qualname__", repr(handler)),
+                },
+            ):
+                async with conn.transaction():
+                    fresh = await inbox.claim(
+                        conn,
+                        consumer=self.consumer,
+                        message_id=envelope.id,
+                        message_type=envelope.type,
+                    )
+                    if not fresh:
+                        self.stats.duplicates += 1
+                        log.info("consumer.duplicate")
+                        return
+                    await handler(message, ctx)
+                    ctx.write_collected()
+                    written = await ctx.outbox.flush(conn)
             self.stats.processed += 1
+            log.debug("consumer.handled", outbox_rows=written)
             if written:
                 await self._wakeup.after_commit(conn)
 

@@ -24,6 +24,7 @@ from orderflow.setup import setup
 from orderflow.supervisor import Supervisor
 from tests.conftest import ADMIN_DSN, AMQP_BASE
 
+ROOT = Path(__file__).parents[2]
 FAST_SAGA = {
     "ORDERFLOW_SAGA__STEP_DEADLINE": "2",
     "ORDERFLOW_SAGA__RETRIES": "1",
@@ -150,3 +151,22 @@ def _dump_log(log: io.StringIO) -> None:
 async def system() -> AsyncIterator[System]:
     async with running_system() as s:
         yield s
+
+
+async def cli(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, str]:
+    """Run `orderflow ARGS` as a user would; (exit code, stdout+stderr)."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orderflow.cli",
+        *args,
+        env={**os.environ, **env, "COLUMNS": "200", "TERM": "dumb"},
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()

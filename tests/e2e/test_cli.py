@@ -7,10 +7,8 @@ import json
 import os
 import re
 import signal
-import sys
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -21,26 +19,9 @@ from libs.contracts.types import PricedLine
 from libs.messages import codec
 from libs.messages.envelope import Envelope
 
-from .conftest import System, isolated_env, running_system
+from .conftest import ROOT, System, cli, isolated_env, running_system
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).parents[2]
-
-
-async def cli(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orderflow.cli",
-        *args,
-        env={**os.environ, **env, "COLUMNS": "200", "TERM": "dumb"},
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 async def test_place_order_wait_prints_the_outcome_timeline_and_trace(system: System) -> None:

@@ -1,0 +1,70 @@
+"""compose.yaml and the Dockerfile, checked without a Docker engine (none runs here)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parents[2]
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
+
+
+def test_compose_runs_the_infrastructure_and_the_four_services() -> None:
+    assert {"rabbitmq", "postgres", "jaeger", "setup", *SERVICES} <= set(COMPOSE["services"])
+
+
+def test_the_infrastructure_publishes_its_ports_and_has_health_checks() -> None:
+    ports = {name: set(svc.get("ports", [])) for name, svc in COMPOSE["services"].items()}
+    assert {"5672:5672", "15672:15672"} <= ports["rabbitmq"]
+    assert "5432:5432" in ports["postgres"]
+    assert {"16686:16686", "4317:4317", "4318:4318"} <= ports["jaeger"]
+    for name in ("rabbitmq", "postgres", "jaeger", *SERVICES):
+        assert COMPOSE["services"][name]["healthcheck"]["test"], name
+    assert COMPOSE["services"]["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert "management" in COMPOSE["services"]["rabbitmq"]["image"]
+
+
+def test_services_start_after_setup_and_send_traces_to_jaeger() -> None:
+    setup = COMPOSE["services"]["setup"]
+    assert setup["command"] == ["orderflow", "setup"]
+    assert setup["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert setup["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in SERVICES:
+        svc = COMPOSE["services"][name]
+        assert svc["command"] == ["python", "-m", name]
+        assert svc["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+        env = svc["environment"]
+        assert env["OTEL_SERVICE_NAME"] == name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+        assert "@rabbitmq:5672/orderflow" in env["ORDERFLOW_AMQP_URL"]
+        for key in (
+            "ORDERFLOW_ORDER_DSN",
+            "ORDERFLOW_PAYMENT_DSN",
+            "ORDERFLOW_INVENTORY_DSN",
+            "ORDERFLOW_SAGA_DSN",
+        ):
+            assert "@postgres:5432/" in env[key]
+
+
+def test_the_broker_definitions_file_creates_the_vhost_compose_points_at() -> None:
+    definitions = json.loads((ROOT / "deploy/rabbitmq/definitions.json").read_text())
+    assert {"name": "orderflow"} in definitions["vhosts"]
+    mount = COMPOSE["services"]["rabbitmq"]["volumes"][0]
+    assert mount.startswith("./deploy/rabbitmq/definitions.json:")
+
+
+def test_the_dockerfile_builds_from_the_lock_file_and_runs_unprivileged() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "COPY pyproject.toml uv.lock" in text
+    syncs = re.findall(r"uv sync ([^\n]+)", text)
+    assert syncs
+    assert all("--frozen" in s for s in syncs)
+    assert re.search(r"^USER (?!root)", text, re.M)
+    for package in ("libs", *SERVICES, "orderflow"):
+        assert f"COPY {package} ./{package}" in text
+    uv_pin = re.search(r"uv==([0-9.]+)", text)
+    assert uv_pin is not None
