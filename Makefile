@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help bootstrap services setup demo test lint types unit integration e2e chaos-short chaos bench up
+.PHONY: help bootstrap services demo test lint types unit integration chaos bench
 
 help:
 	@echo "make demo   - set everything up, run the services, place a mix of orders, show how each ended"
@@ -40,3 +40,9 @@ bench: bootstrap services
 
 demo: bootstrap services  ## set up, start the services, place a mix of orders, show how each ended
 	$(UV) run --frozen orderflow demo
+
+CHAOS_SCENARIOS := kill-storm commit-boundaries broker-restart database-restart network-faults duplicates poison
+chaos: bootstrap services  ## the long chaos runs: 180 s and over 2,000 orders per scenario
+	@for s in $(CHAOS_SCENARIOS); do \
+	  $(UV) run --frozen orderflow chaos --scenario $$s --duration 180 --rate 12 --seed 1 || exit 1; \
+	done

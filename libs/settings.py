@@ -41,9 +41,6 @@ class ConsumerSettings(BaseModel):
     )
     retry_base: float = Field(default=0.05, gt=0)
     retry_cap: float = Field(default=5.0, gt=0)
-    delivery_limit: int = Field(
-        default=5, ge=1, description="broker redeliveries (crash loops) before dead-lettering"
-    )
 
 
 class SagaSettings(BaseModel):

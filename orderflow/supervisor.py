@@ -24,6 +24,8 @@ COLORS = {"order_svc": "36", "payment_svc": "32", "inventory_svc": "33", "saga":
 class Child:
     service: str
     replica: int
+    role: str = ""  # "" for the service itself, "relay" for a relay-only process
+    env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     expected_exit: bool = False
@@ -33,7 +35,7 @@ class Child:
 
     @property
     def name(self) -> str:
-        return f"{self.service}#{self.replica}"
+        return f"{self.service}{'-' + self.role if self.role else ''}#{self.replica}"
 
     @property
     def alive(self) -> bool:
@@ -51,6 +53,7 @@ class Supervisor:
         output: IO[str] | None = None,
         color: bool | None = None,
         extra_env: Callable[[Child], Mapping[str, str]] | None = None,
+        relays: bool = False,
     ) -> None:
         self._env = dict(os.environ if env is None else env)
         self._env["PYTHONUNBUFFERED"] = "1"
@@ -81,7 +84,8 @@ class Supervisor:
         return next(c for c in self.children if c.name == name)
 
     def of(self, service: str) -> list[Child]:
-        return [c for c in self.children if c.service == service]
+        """The service's own processes (not its relay-only ones)."""
+        return [c for c in self.children if c.service == service and not c.role]
 
     async def start_all(self, *, timeout: float = 60.0) -> None:
         for child in self.children:
@@ -90,9 +94,10 @@ class Supervisor:
 
     async def start(self, child: Child) -> None:
         env = dict(self._env)
+        env.update(child.env)
         if self._extra_env is not None:
             env.update(self._extra_env(child))
-        child.ready = asyncio.Event()
+        child.ready.clear()
         child.expected_exit = False
         child.started_at = time.monotonic()
         child.process = await asyncio.create_subprocess_exec(
@@ -128,15 +133,15 @@ class Supervisor:
         else:
             self._alarm(f"{child.name} exited with code {code}; not restarting it")
 
-    async def wait_ready(
-        self, *, timeout: float = 60.0, children: list[Child] | None = None
-    ) -> None:
-        pending = [c for c in (children or self.children)]
-        try:
-            await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in pending)), timeout)
-        except TimeoutError:
-            slow = [c.name for c in pending if not c.ready.is_set()]
-            raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(slow)}") from None
+    async def wait_ready(self, *, timeout: float = 60.0, children: list[Child] | None = None) -> None:
+        """Until every child (or those given) is alive and has said it is ready."""
+        pending = children or self.children
+        deadline = time.monotonic() + timeout
+        while not all(c.alive and c.ready.is_set() for c in pending):
+            if time.monotonic() > deadline:
+                slow = [c.name for c in pending if not (c.alive and c.ready.is_set())]
+                raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(slow)}")
+            await asyncio.sleep(0.05)
 
     async def kill(self, child: Child, sig: int = signal.SIGKILL) -> None:
         """Signal a child and wait for it; the supervisor does not restart it."""

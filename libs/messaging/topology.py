@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel
+
+from libs.errors import ConfigurationError
 
 DEAD_LETTER_EXCHANGE = "orderflow.dead-letter"
 DLQ_SUFFIX = ".dlq"
@@ -31,7 +34,9 @@ class QueueSpec:
 
     name: str
     bindings: tuple[Binding, ...]
-    delivery_limit: int = 5
+    # A queue argument: it cannot change once the queue exists. 10, not fewer: a consumer killed
+    # with N prefetched deliveries returns all N, and each return counts as a delivery.
+    delivery_limit: int = 10
 
     @property
     def dead_letter_queue(self) -> str:
@@ -68,7 +73,22 @@ class Topology:
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> None:
-    """Declare everything; declaring twice with the same arguments changes nothing."""
+    """Declare everything; declaring twice with the same arguments changes nothing.
+
+    A queue or exchange that exists with other arguments raises ConfigurationError saying which
+    and how to fix it (the broker closes the channel on such a declare).
+    """
+    try:
+        await _declare(channel, topology)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise ConfigurationError(
+            f"the broker refused the topology: {exc}. An existing queue or exchange has other "
+            "arguments; drain it, delete it (e.g. `rabbitmqctl delete_queue -p <vhost> <queue>`) "
+            "and run `orderflow setup` again"
+        ) from None
+
+
+async def _declare(channel: AbstractChannel, topology: Topology) -> None:
     dlx = await channel.declare_exchange(
         DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
     )

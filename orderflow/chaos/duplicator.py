@@ -1,0 +1,66 @@
+"""Re-deliver a share of all messages with the same id, as a flaky network or broker would.
+
+A tap queue bound to every orderflow exchange sees each message once; with probability ``share``
+it publishes an exact copy (same body, same message id, same headers, plus
+``x-chaos-duplicate``) to the same exchange and routing key. Copies are never copied again.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from libs.contracts import TOPOLOGY
+from libs.messages.envelope import utcnow
+from libs.messaging.publisher import Outgoing, Publisher
+
+MARK = "x-chaos-duplicate"
+
+
+class Duplicator:
+    def __init__(self, connection: AbstractRobustConnection, *, share: float, seed: int) -> None:
+        self._connection = connection
+        self._publisher = Publisher(connection)
+        self._share = share
+        self._rng = random.Random(seed)
+        self._channel: Any = None
+        self.copies = 0
+        self.active = True
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel()
+        queue = await self._channel.declare_queue("chaos.tap", exclusive=True, auto_delete=True)
+        for exchange in TOPOLOGY.exchanges:
+            await queue.bind(exchange, routing_key="#")
+        await queue.consume(self._on_message, no_ack=True)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        headers = dict(message.headers or {})
+        if not self.active or MARK in headers or self._rng.random() >= self._share:
+            return
+        headers[MARK] = 1
+        outcome = await self._publisher.publish_many(
+            [
+                Outgoing(
+                    exchange=message.exchange or "",
+                    routing_key=message.routing_key or "",
+                    body=message.body,
+                    message_id=message.message_id or "",
+                    type=message.type or "",
+                    timestamp=message.timestamp or utcnow(),
+                    correlation_id=message.correlation_id,
+                    headers=headers,
+                    content_type=message.content_type or "",
+                )
+            ]
+        )
+        if outcome[0] is None:
+            self.copies += 1
+
+    async def close(self) -> None:
+        self.active = False
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+        await self._publisher.close()

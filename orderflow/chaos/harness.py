@@ -1,0 +1,292 @@
+"""`orderflow chaos`: run the services under a fault scenario, heal, and prove nothing went wrong.
+
+1. A throw-away vhost and four databases (unless told to use the configured ones).
+2. The services as supervised children (restarted loudly when they die unasked).
+3. A seeded order load at ``rate`` for ``duration`` seconds, with the scenario's faults.
+   Publishing an order is retried with the same client-chosen order id until the broker
+   confirms it, so an order counts as placed only once it is on the broker.
+4. Heal, then wait for quiescence: every placed order terminal, every invariant holding.
+5. The report: placed, terminal, lost, charged twice, refunds, duplicates absorbed, dead letters
+   (which must be exactly the bad messages injected), time to quiesce, and every violation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from libs.messaging.connection import connect as amqp_connect
+from libs.pg.admin import drop_database
+from libs.settings import Settings
+from libs.testing.infra import dsn_for, temporary_vhost, unique_name
+from orderflow.chaos.poison import FORGED_LOG_LINE
+from orderflow.chaos.scenarios import SCENARIOS, Context, Scenario
+from orderflow.check import check
+from orderflow.client import OrderClient
+from orderflow.dlq import list_letters
+from orderflow.load import plan
+from orderflow.setup import setup
+from orderflow.supervisor import Supervisor
+
+QUIESCE_LIMIT = 30.0
+MIX = {"ok": 80, "declined": 10, "out-of-stock": 10}
+
+
+@dataclass
+class ChaosReport:
+    scenario: str
+    seed: int
+    duration: float
+    rate: float
+    placed: int = 0
+    not_placed: int = 0
+    terminal: int = 0
+    confirmed: int = 0
+    rejected: int = 0
+    lost: list[str] = field(default_factory=list)
+    charged_twice: int = 0
+    refunds: int = 0
+    duplicates_absorbed: int = 0
+    dead_letters: int = 0
+    bad_messages_injected: int = 0
+    time_to_quiesce: float | None = None
+    faults: dict[str, int] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "ok": self.ok}, indent=2, default=str)
+
+
+@asynccontextmanager
+async def isolated(base: Settings) -> AsyncIterator[dict[str, str]]:
+    """A vhost and four databases of this run's own, dropped afterwards."""
+    async with AsyncExitStack() as stack:
+        from libs.messaging.admin import with_vhost
+
+        url = await stack.enter_async_context(
+            temporary_vhost(with_vhost(base.amqp_url, "/"), prefix="ofchaos")
+        )
+        env = {"ORDERFLOW_AMQP_URL": url, "ORDERFLOW_PG_ADMIN_DSN": base.pg_admin_dsn}
+        for service, key in (
+            ("order", "ORDERFLOW_ORDER_DSN"),
+            ("payment", "ORDERFLOW_PAYMENT_DSN"),
+            ("inventory", "ORDERFLOW_INVENTORY_DSN"),
+            ("saga", "ORDERFLOW_SAGA_DSN"),
+        ):
+            name = unique_name(f"ofchaos_{service}")
+            stack.push_async_callback(drop_database, base.pg_admin_dsn, name)
+            env[key] = dsn_for(base.pg_admin_dsn, name)
+        yield env
+
+
+async def _place_all(
+    ctx: Context, client: OrderClient, report: ChaosReport, *, rate: float, seed: int, orders: int
+) -> list[str]:
+    placed: list[str] = []
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    for planned in plan(orders, MIX, seed):
+        order_id = str(uuid.uuid4())
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await client.place(
+                    customer_id=planned.customer, items=list(planned.items), order_id=order_id
+                )
+                placed.append(order_id)
+                break
+            except Exception:  # broker gone, channel closed, confirm lost: same order id again
+                ctx.counters["publish retries"] += 1
+                if time.monotonic() > deadline:
+                    report.not_placed += 1
+                    break
+                await asyncio.sleep(0.25)
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    return placed
+
+
+async def _statuses(settings: Settings, order_ids: list[str]) -> dict[str, str]:
+    from libs.pg.pool import connect
+
+    conn = await connect(settings.order_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT id::text, status FROM orders WHERE id::text = ANY($1::text[])", order_ids
+        )
+        return {r["id"]: r["status"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def _quiesce(
+    settings: Settings, order_ids: list[str], *, limit: float
+) -> tuple[float | None, dict[str, str]]:
+    """Seconds until every order is terminal and every invariant holds; None if not within limit."""
+    started = time.monotonic()
+    statuses: dict[str, str] = {}
+    while time.monotonic() - started < limit:
+        with contextlib.suppress(Exception):  # the database may still be coming back
+            statuses = await _statuses(settings, order_ids)
+            ended = len(statuses) == len(order_ids) and "PENDING" not in statuses.values()
+            if ended and (await check(settings)).ok:
+                return time.monotonic() - started, statuses
+        await asyncio.sleep(0.5)
+    return None, statuses
+
+
+async def run_chaos(
+    scenario_name: str,
+    *,
+    duration: float,
+    rate: float,
+    seed: int,
+    settings: Settings | None = None,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> ChaosReport:
+    scenario: Scenario = SCENARIOS[scenario_name]()
+    report = ChaosReport(scenario_name, seed, duration, rate)
+    base = settings or Settings()
+    async with AsyncExitStack() as stack:
+        if env is None:
+            env = await stack.enter_async_context(isolated(base))
+        env = {
+            **env,
+            "ORDERFLOW_SAGA__STEP_DEADLINE": "5",
+            "ORDERFLOW_SAGA__RETRIES": "2",
+            "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2",
+        }
+        for key, value in env.items():
+            os.environ[key] = value
+        run_settings = Settings()
+        await setup(run_settings)
+        rng = random.Random(seed)
+        connection = await amqp_connect(run_settings.amqp_url, name="orderflow-chaos")
+        stack.push_async_callback(connection.close)
+        output = io.StringIO()
+        orders = max(1, int(duration * rate))
+        ctx: Context | None = None
+        supervisor = Supervisor(
+            env={**os.environ, **env},
+            restart=True,
+            output=output,
+            color=False,
+            relays=scenario.relays,
+            extra_env=lambda child: scenario.child_env(ctx, child),
+        )
+        ctx = Context(
+            supervisor,
+            rng,
+            time.monotonic() + duration,
+            connection,
+            orders_planned=orders,
+            extra={"env": env},
+        )
+        await scenario.before(ctx)
+        stack.push_async_callback(_close_proxies, ctx)
+        stack.push_async_callback(supervisor.stop_all)
+        await supervisor.start_all(timeout=90)
+        client = await OrderClient.open(run_settings.amqp_url)
+        stack.push_async_callback(client.close)
+        ctx.stop_at = time.monotonic() + duration
+        faults = asyncio.create_task(scenario.inject(ctx))
+        order_ids = await _place_all(ctx, client, report, rate=rate, seed=seed, orders=orders)
+        await faults
+        for task in list(ctx.tasks):
+            await task
+        await scenario.heal(ctx)
+        for child in supervisor.children:
+            if not child.alive:
+                await supervisor.start(child)
+        await supervisor.wait_ready(timeout=90)
+        report.placed = len(order_ids)
+        took, statuses = await _quiesce(run_settings, order_ids, limit=QUIESCE_LIMIT + 30)
+        report.time_to_quiesce = took
+        await _fill(report, ctx, run_settings, order_ids, statuses, output.getvalue())
+        if log_path is not None:
+            _save(log_path, output.getvalue())
+    return report
+
+
+def _save(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+async def _close_proxies(ctx: Context) -> None:
+    for proxy in ctx.proxies.values():
+        await proxy.close()
+
+
+async def _fill(
+    report: ChaosReport,
+    ctx: Context,
+    settings: Settings,
+    order_ids: list[str],
+    statuses: dict[str, str],
+    log: str,
+) -> None:
+    counts = Counter(statuses.get(o, "MISSING") for o in order_ids)
+    report.terminal = counts["CONFIRMED"] + counts["REJECTED"]
+    report.confirmed, report.rejected = counts["CONFIRMED"], counts["REJECTED"]
+    report.lost = [o for o in order_ids if statuses.get(o, "MISSING") in ("MISSING", "PENDING")]
+    if report.lost:
+        report.violations.append(
+            f"{len(report.lost)} orders lost or never ended, e.g. {report.lost[:3]}"
+        )
+    if report.time_to_quiesce is None or report.time_to_quiesce > QUIESCE_LIMIT:
+        report.violations.append(f"not quiet within {QUIESCE_LIMIT:.0f} s of healing")
+    result = await check(settings)
+    report.violations += result.violations
+    report.charged_twice = int(result.figures.get("double_charges", 0))
+    report.refunds = int(result.figures.get("refunds", 0))
+    lines = [line.partition("| ")[2] for line in log.splitlines()]
+    report.duplicates_absorbed = sum('"consumer.duplicate"' in line for line in lines)
+    if any(line.startswith(FORGED_LOG_LINE) for line in lines):
+        report.violations.append("a forged log line got into the service logs")
+    letters = await list_letters(settings)
+    report.dead_letters = len(letters)
+    report.bad_messages_injected = len(ctx.injected)
+    expected = {p.message_id: p for p in ctx.injected}
+    found = {letter.id: letter for letter in letters}
+    for message_id, bad in expected.items():
+        letter = found.get(message_id)
+        if letter is None:
+            report.violations.append(
+                f"bad message {bad.kind} ({message_id}) is not in a dead-letter queue"
+            )
+        elif letter.error_class != bad.expected_error:
+            report.violations.append(
+                f"bad message {bad.kind} died of {letter.error_class}, expected {bad.expected_error}"
+            )
+    for letter_id, letter in found.items():
+        if letter_id not in expected:
+            report.violations.append(
+                f"unexpected dead letter {letter_id} in {letter.where}: "
+                f"{letter.error_class}: {letter.error[:200]}"
+            )
+    report.faults = dict(ctx.counters)
