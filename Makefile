@@ -36,7 +36,7 @@ test: bootstrap services lint types
 	$(PYTEST) tests -q -p no:cacheprovider
 
 bench: bootstrap services
-	$(UV) run --frozen orderflow bench relay
+	$(UV) run --frozen orderflow bench
 
 demo: bootstrap services  ## set up, start the services, place a mix of orders, show how each ended
 	$(UV) run --frozen orderflow demo

@@ -6,8 +6,15 @@ Nested groups use ``__``: ``ORDERFLOW_RELAY__SWEEP_INTERVAL=2``. Every process b
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from libs.errors import ConfigurationError
+from libs.secrets import read_secret, user_of, with_credentials
 
 SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
 
@@ -61,11 +68,23 @@ class Settings(BaseSettings):
     )
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/orderflow"
+    """The operator's broker URL (setup, CLI). Services replace its user with their own."""
+    amqp_service_users: bool = True
+    """Services log in as ``orderflow_<service>`` with their own password and permissions."""
+    amqp_password: SecretStr | None = None
+    amqp_password_file: Path | None = None
+    amqp_ca_file: Path | None = None
+    amqp_cert_file: Path | None = None
+    amqp_key_file: Path | None = None
     pg_admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    order_dsn: str = "postgresql://postgres@127.0.0.1:5432/orderflow_order"
-    payment_dsn: str = "postgresql://postgres@127.0.0.1:5432/orderflow_payment"
-    inventory_dsn: str = "postgresql://postgres@127.0.0.1:5432/orderflow_inventory"
-    saga_dsn: str = "postgresql://postgres@127.0.0.1:5432/orderflow_saga"
+    """A role that may create databases and roles: setup and migrations only."""
+    order_dsn: str = "postgresql://orderflow_order_svc@127.0.0.1:5432/orderflow_order"
+    payment_dsn: str = "postgresql://orderflow_payment_svc@127.0.0.1:5432/orderflow_payment"
+    inventory_dsn: str = "postgresql://orderflow_inventory_svc@127.0.0.1:5432/orderflow_inventory"
+    saga_dsn: str = "postgresql://orderflow_saga@127.0.0.1:5432/orderflow_saga"
+    pg_password: SecretStr | None = None
+    pg_password_file: Path | None = None
+    secrets_dir: Path = Path("var/secrets")
     pool_size: int = Field(default=8, ge=1, le=100)
     log_format: str = Field(default="json", pattern="^(json|console)$")
     log_level: str = "INFO"
@@ -75,7 +94,51 @@ class Settings(BaseSettings):
     saga: SagaSettings = SagaSettings()
 
     def dsn_for(self, service: str) -> str:
-        """The DSN of one service's own database."""
+        """The DSN of one service's own database, with its role's password when one is known."""
+        dsn = self._raw_dsn(service)
+        role = user_of(dsn)
+        password = read_secret(
+            value=self.pg_password,
+            file=self.pg_password_file,
+            secrets_dir=self.secrets_dir,
+            name=f"pg_{role}",
+        )
+        if password is None or role is None or urlsplit(dsn).password is not None:
+            return dsn
+        return with_credentials(dsn, password=password)
+
+    def amqp_url_for(self, service: str) -> str:
+        """The broker URL a service connects with: its own user, its own password."""
+        if not self.amqp_service_users:
+            return self.amqp_url
+        user = broker_user(service)
+        password = read_secret(
+            value=self.amqp_password,
+            file=self.amqp_password_file,
+            secrets_dir=self.secrets_dir,
+            name=f"amqp_{user}",
+        )
+        if password is None:
+            raise ConfigurationError(
+                f"no broker password for {user}: run `orderflow setup` (it writes "
+                f"{self.secrets_dir}/amqp_{user}) or set ORDERFLOW_AMQP_PASSWORD(_FILE)"
+            )
+        return with_credentials(self.amqp_url, user=user, password=password)
+
+    def amqp_ssl_context(self) -> ssl.SSLContext | None:
+        """TLS for ``amqps://`` URLs: the CA to trust and, if given, this client's certificate."""
+        if not self.amqp_url.startswith("amqps://"):
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.amqp_ca_file) if self.amqp_ca_file else None
+        )
+        if self.amqp_cert_file:
+            context.load_cert_chain(
+                str(self.amqp_cert_file), str(self.amqp_key_file) if self.amqp_key_file else None
+            )
+        return context
+
+    def _raw_dsn(self, service: str) -> str:
         dsns = {
             "order_svc": self.order_dsn,
             "payment_svc": self.payment_dsn,
@@ -86,3 +149,7 @@ class Settings(BaseSettings):
             return dsns[service]
         except KeyError:
             raise ValueError(f"unknown service {service!r}; expected one of {SERVICES}") from None
+
+
+def broker_user(service: str) -> str:
+    return f"orderflow_{service}"

@@ -27,7 +27,10 @@ app = typer.Typer(
     add_completion=False,
     help="orderflow: orders over an outbox, a broker and a saga.",
 )
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
+bench_app = typer.Typer(
+    help="Benchmarks that print figures (no subcommand: the whole benchmark).",
+    invoke_without_command=True,
+)
 saga_app = typer.Typer(no_args_is_help=True, help="Inspect and steer saga instances.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(saga_app, name="saga")
@@ -704,6 +707,72 @@ def asyncapi(
 
 
 # -- benchmarks -------------------------------------------------------------------------------
+
+
+@bench_app.callback()
+def bench_all(
+    ctx: typer.Context,
+    quick: bool = typer.Option(False, help="shorter steps, fewer messages"),
+    json_out: Path = typer.Option(Path("var/bench.json"), "--json"),
+) -> None:
+    """Raw broker and database limits, relay, saga throughput and latency, efficiency, memory."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import io
+
+    from orderflow.bench import system
+    from orderflow.bench.stats import machine
+
+    settings = _settings()
+    console.print("[dim]running the benchmark (about 6 minutes; --quick about 3)…[/]")
+    log = io.StringIO()
+    results = run(system.run(settings=settings, quick=quick, log=log))
+    results["machine"] = machine()
+    saga = results["saga"]
+    table = Table("figure", "value", title="orderflow benchmark")
+    table.add_row(
+        "raw publish with confirms (quorum queue)",
+        f"{results['raw_publish_confirms_msg_s']:,.0f} msg/s",
+    )
+    table.add_row(
+        "raw consume with acks (quorum queue)", f"{results['raw_consume_ack_msg_s']:,.0f} msg/s"
+    )
+    table.add_row(
+        "raw publish+consume, one message", f"{results['raw_publish_and_consume_msg_s']:,.0f} msg/s"
+    )
+    table.add_row(
+        "asyncpg single-row commits, 4 connections",
+        f"{results['raw_pg_commits_4_conns_tx_s']:,.0f} tx/s",
+    )
+    for mode, lat in results["relay_latency"].items():
+        table.add_row(
+            f"relay commit→confirmed, {mode}",
+            f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms",
+        )
+    table.add_row("relay idle database load", f"{results['relay_idle_tx_per_s']:.2f} tx/s")
+    for step in saga["steps"]:
+        table.add_row(
+            f"sagas offered {step['offered_per_s']:.0f}/s",
+            f"completed {step['completed_per_s']:.0f}/s, p50 {step['p50_ms']:.0f} ms, p99 {step['p99_ms']:.0f} ms",
+        )
+    table.add_row("max sustained (20 s)", f"[bold]{saga['max_sustained_per_s']:.0f} sagas/s[/]")
+    for key, label in (("latency_at_25pct", "25 %"), ("latency_at_50pct", "50 %")):
+        lat = saga[key]
+        table.add_row(
+            f"place→terminal at {label} of max ({lat['offered_per_s']:.0f}/s)",
+            f"p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms",
+        )
+    table.add_row("efficiency (saga msgs/s ÷ raw publish+consume)", f"{results['efficiency']:.0%}")
+    for name in saga["memory_start_mib"]:
+        table.add_row(
+            f"RSS {name}: start → run → second run",
+            f"{saga['memory_start_mib'][name]} → {saga['memory_after_run_mib'].get(name)} → "
+            f"{saga['memory_after_second_run_mib'].get(name)} MiB",
+        )
+    console.print(table)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(results, indent=2, default=str))
+    console.print(f"[dim]figures written to {json_out}[/]")
 
 
 @bench_app.command("relay")

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from libs.contracts import TOPOLOGY
-from libs.messaging.admin import ensure_vhost, vhost_of
+from libs.contracts.permissions import broker_permissions
+from libs.messaging.admin import ensure_user, ensure_vhost, vhost_of
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.topology import declare
-from libs.pg.admin import database_of, ensure_database
+from libs.pg import roles
+from libs.pg.admin import database_of, ensure_database, quote_ident
 from libs.pg.migrations import apply
 from libs.pg.pool import connect
-from libs.settings import Settings
+from libs.secrets import ensure_secret_file, user_of
+from libs.settings import Settings, broker_user
 from orderflow import demo_data
 from orderflow.system import SERVICES, migrations
 
@@ -25,22 +28,61 @@ class SetupReport:
 
 async def setup(settings: Settings, *, reset: bool = False, seed: bool = True) -> SetupReport:
     report = SetupReport()
+    admin_user = user_of(settings.pg_admin_dsn)
     for service in SERVICES:
         dsn = settings.dsn_for(service)
-        if await ensure_database(settings.pg_admin_dsn, database_of(dsn)):
-            report.created_databases.append(database_of(dsn))
-        conn = await connect(dsn)
+        database, runtime = database_of(dsn), user_of(dsn)
+        if await ensure_database(settings.pg_admin_dsn, database):
+            report.created_databases.append(database)
+        least_privilege = runtime is not None and runtime != admin_user
+        if least_privilege:
+            assert runtime is not None
+            password = (
+                settings.pg_password.get_secret_value()
+                if settings.pg_password
+                else ensure_secret_file(settings.secrets_dir, f"pg_{runtime}")
+            )
+            admin = await connect(settings.pg_admin_dsn)
+            try:
+                await roles.ensure_roles(admin, runtime=runtime, password=password)
+                await roles.lock_down_database(admin, database=database, runtime=runtime)
+            finally:
+                await admin.close()
+        conn = await connect(_admin_dsn_for(settings, database))
         try:
+            if least_privilege:
+                assert runtime is not None
+                await roles.prepare_schema(conn, runtime=runtime)
+                await conn.execute(f"SET ROLE {quote_ident(roles.owner_of(runtime))}")
             done = await apply(conn, migrations(service))
             report.applied[service] = [f"{m.component}/{m.version:04d}_{m.name}" for m in done]
+            if least_privilege:
+                assert runtime is not None
+                await conn.execute("RESET ROLE")
+                await roles.grant_runtime(conn, runtime=runtime)
             if reset:
                 await _reset(conn, service)
         finally:
             await conn.close()
+    await _broker(settings, reset=reset)
+    if seed:
+        await seed_demo(settings)
+        report.seeded = True
+    return report
+
+
+def _admin_dsn_for(settings: Settings, database: str) -> str:
+    base, _, query = settings.pg_admin_dsn.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + database + (f"?{query}" if query else "")
+
+
+async def _broker(settings: Settings, *, reset: bool) -> None:
     vhost = vhost_of(settings.amqp_url)
     if vhost != "/":
         await ensure_vhost(vhost)
-    connection = await amqp_connect(settings.amqp_url, name="orderflow-setup")
+    connection = await amqp_connect(
+        settings.amqp_url, name="orderflow-setup", ssl_context=settings.amqp_ssl_context()
+    )
     try:
         channel = await connection.channel()
         await declare(channel, TOPOLOGY)
@@ -51,10 +93,23 @@ async def setup(settings: Settings, *, reset: bool = False, seed: bool = True) -
         await channel.close()
     finally:
         await connection.close()
-    if seed:
-        await seed_demo(settings)
-        report.seeded = True
-    return report
+    if settings.amqp_service_users:
+        for service in SERVICES:
+            user = broker_user(service)
+            password = (
+                settings.amqp_password.get_secret_value()
+                if settings.amqp_password
+                else ensure_secret_file(settings.secrets_dir, f"amqp_{user}")
+            )
+            perms = broker_permissions(service)
+            await ensure_user(
+                user,
+                password,
+                vhost=vhost,
+                configure=perms.configure,
+                write=perms.write,
+                read=perms.read,
+            )
 
 
 _TABLES = {
@@ -71,7 +126,7 @@ async def _reset(conn, service: str) -> None:  # type: ignore[no-untyped-def]
 
 async def seed_demo(settings: Settings) -> None:
     """Demo customers and stock; existing rows are left as they are."""
-    conn = await connect(settings.dsn_for("payment_svc"))
+    conn = await connect(_admin_dsn_for(settings, database_of(settings.dsn_for("payment_svc"))))
     try:
         await conn.executemany(
             """INSERT INTO customers (id, name, balance, opening_balance) VALUES ($1, $2, $3, $3)
@@ -80,7 +135,7 @@ async def seed_demo(settings: Settings) -> None:
         )
     finally:
         await conn.close()
-    conn = await connect(settings.dsn_for("inventory_svc"))
+    conn = await connect(_admin_dsn_for(settings, database_of(settings.dsn_for("inventory_svc"))))
     try:
         await conn.executemany(
             """INSERT INTO stock (sku, name, on_hand, opening_on_hand) VALUES ($1, $2, $3, $3)

@@ -133,7 +133,9 @@ class Supervisor:
         else:
             self._alarm(f"{child.name} exited with code {code}; not restarting it")
 
-    async def wait_ready(self, *, timeout: float = 60.0, children: list[Child] | None = None) -> None:
+    async def wait_ready(
+        self, *, timeout: float = 60.0, children: list[Child] | None = None
+    ) -> None:
         """Until every child (or those given) is alive and has said it is ready."""
         pending = children or self.children
         deadline = time.monotonic() + timeout

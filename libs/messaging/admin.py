@@ -29,8 +29,9 @@ async def _rabbitmqctl(*args: str) -> str:
     )
     out, err = await proc.communicate()
     if proc.returncode != 0:
+        # the command line may hold a password: name the command only
         raise InfrastructureUnavailable(
-            f"rabbitmqctl {' '.join(args)} failed: {(err or out).decode().strip()[:500]}"
+            f"rabbitmqctl {args[0]} failed: {(err or out).decode().strip()[:500]}"
         )
     return out.decode()
 
@@ -77,6 +78,29 @@ async def ensure_vhost(vhost: str, *, user: str = "guest") -> None:
         "PUT",
         f"/api/permissions/{_q(vhost)}/{_q(user)}",
         {"configure": ".*", "write": ".*", "read": ".*"},
+    )
+
+
+async def ensure_user(
+    user: str, password: str, *, vhost: str, configure: str, write: str, read: str
+) -> None:
+    """Create or update a broker user with exactly these permissions on ``vhost``."""
+    if shutil.which("rabbitmqctl"):
+        existing = (await _rabbitmqctl("list_users")).split()
+        if user in existing:
+            await _rabbitmqctl("change_password", user, password)
+        else:
+            await _rabbitmqctl("add_user", user, password)
+        await _rabbitmqctl("set_permissions", "-p", vhost, user, configure, write, read)
+        return
+    await asyncio.to_thread(
+        _api, "PUT", f"/api/users/{_q(user)}", {"password": password, "tags": ""}
+    )
+    await asyncio.to_thread(
+        _api,
+        "PUT",
+        f"/api/permissions/{_q(vhost)}/{_q(user)}",
+        {"configure": configure, "write": write, "read": read},
     )
 
 

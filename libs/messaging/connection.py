@@ -1,32 +1,36 @@
-"""Broker connections: robust (reconnecting) and with errors that say what to do."""
+"""Broker connections: robust (reconnecting), optionally TLS, with errors that say what to do."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import ssl
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
-from libs.errors import InfrastructureUnavailable
+from libs.errors import ConfigurationError, InfrastructureUnavailable
+from libs.secrets import redact
+
+__all__ = ["connect", "redact"]
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
-
-
-async def connect(url: str, *, name: str, timeout: float = 10.0) -> AbstractRobustConnection:
+async def connect(
+    url: str, *, name: str, timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+) -> AbstractRobustConnection:
     """A robust connection: it reconnects and restores channels, exchanges, queues, consumers."""
     try:
         return await aio_pika.connect_robust(
-            url, client_properties={"connection_name": name}, timeout=timeout
+            url,
+            client_properties={"connection_name": name},
+            timeout=timeout,
+            ssl_context=ssl_context,
         )
-    except (OSError, aio_pika.exceptions.AMQPConnectionError, TimeoutError) as exc:
+    except aio_pika.exceptions.ProbableAuthenticationError as exc:
+        raise ConfigurationError(
+            f"RabbitMQ at {redact(url)} refused the login ({type(exc).__name__}); check the user "
+            "and its password (`orderflow setup` provisions the service users)"
+        ) from None
+    except (OSError, aio_pika.exceptions.AMQPConnectionError, TimeoutError, ssl.SSLError) as exc:
         raise InfrastructureUnavailable(
-            f"cannot reach RabbitMQ at {redact(url)} ({type(exc).__name__}: {exc}); "
+            f"cannot reach RabbitMQ at {redact(url)} ({type(exc).__name__}); "
             "start it with `rabbitmq-server -detached` or set ORDERFLOW_AMQP_URL"
         ) from None

@@ -102,3 +102,40 @@ async def _declare(channel: AbstractChannel, topology: Topology) -> None:
         queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
         for binding in spec.bindings:
             await queue.bind(binding.exchange, routing_key=binding.routing_key)
+
+
+async def declare_own(
+    channel: AbstractChannel, *, queues: Iterable[QueueSpec], publishes: Iterable[str]
+) -> None:
+    """What one service declares at start with least privilege: its queues (and their bindings)
+    and the exchanges it publishes to. Exchanges it only reads from, and the dead-letter
+    exchange, must exist already (``orderflow setup``): they are checked passively.
+    """
+    try:
+        for name in publishes:
+            await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+        await channel.declare_exchange(DEAD_LETTER_EXCHANGE, passive=True)
+        for spec in queues:
+            for binding in spec.bindings:
+                await channel.declare_exchange(binding.exchange, passive=True)
+            dlq = await channel.declare_queue(
+                spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await dlq.bind(DEAD_LETTER_EXCHANGE, routing_key=spec.name)
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
+            for binding in spec.bindings:
+                await queue.bind(binding.exchange, routing_key=binding.routing_key)
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise ConfigurationError(
+            f"{exc}: declare the topology first with `orderflow setup`"
+        ) from None
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise ConfigurationError(
+            f"the broker refused the topology: {exc}; drain and delete the queue, then run "
+            "`orderflow setup` again"
+        ) from None
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        raise ConfigurationError(
+            f"the broker refused an operation: {exc}; `orderflow setup` "
+            "grants each service user its permissions"
+        ) from None

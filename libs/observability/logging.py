@@ -45,11 +45,11 @@ def setup_logging(*, service: str, fmt: str = "json", level: str = "INFO") -> No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace,
     ]
+    shared.append(_escape_newlines)
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     else:
-        shared.append(_escape_newlines)
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],

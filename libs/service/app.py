@@ -18,17 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from libs.contracts import REGISTRY, TOPOLOGY
+from libs.contracts import REGISTRY
+from libs.contracts.permissions import PUBLISHES
+from libs.contracts.topology import QUEUES
 from libs.faults import Faults
 from libs.messages.registry import Message
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
 from libs.messaging.publisher import Publisher
-from libs.messaging.topology import declare
+from libs.messaging.topology import declare_own
 from libs.observability.logging import get_logger, setup_logging
 from libs.observability.tracing import setup_tracing, shutdown_tracing
 from libs.outbox.relay import OutboxRelay, Wakeup
 from libs.pg.pool import create_pool
+from libs.secrets import user_of
 from libs.service.runner import Handler, MessageRunner
 from libs.settings import Settings
 
@@ -80,11 +83,19 @@ async def serve(
         loop.add_signal_handler(sig, stopping.set)
 
     pool = await create_pool(settings.dsn_for(definition.name), max_size=settings.pool_size)
-    connection = await amqp_connect(settings.amqp_url, name=definition.name)
+    amqp_url = settings.amqp_url_for(definition.name)
+    connection = await amqp_connect(
+        amqp_url, name=definition.name, ssl_context=settings.amqp_ssl_context()
+    )
     channel = await connection.channel()
-    await declare(channel, TOPOLOGY)
+    await declare_own(
+        channel, queues=[QUEUES[definition.name]], publishes=PUBLISHES[definition.name]
+    )
     await channel.close()
-    publisher = Publisher(connection, confirm_timeout=settings.relay.confirm_timeout)
+    # user_id on every message: the broker refuses a message whose sender claims another name
+    publisher = Publisher(
+        connection, confirm_timeout=settings.relay.confirm_timeout, user_id=user_of(amqp_url)
+    )
     relay: OutboxRelay | None = None
     tasks: list[asyncio.Task[None]] = []
     if mode in ("in-process", "only"):

@@ -12,6 +12,7 @@ from libs.outbox import store as outbox_store
 from libs.pg.admin import drop_database, ensure_database
 from libs.pg.migrations import Migration, apply
 from libs.pg.pool import connect
+from libs.secrets import with_credentials
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -21,8 +22,30 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-def dsn_for(admin_dsn: str, database: str) -> str:
-    return admin_dsn.rsplit("/", 1)[0] + "/" + database
+def dsn_for(admin_dsn: str, database: str, *, user: str | None = None) -> str:
+    """A DSN of ``database`` on the admin DSN's server, as ``user`` (default: the admin's)."""
+    dsn = admin_dsn.rsplit("/", 1)[0] + "/" + database
+    return with_credentials(dsn, user=user) if user else dsn
+
+
+def service_env(admin_dsn: str, amqp_url: str, *, prefix: str, secrets_dir: str) -> dict[str, str]:
+    """ORDERFLOW_* variables for a whole system in fresh databases (names start with ``prefix``):
+    services connect as their own least-privilege roles, with secrets in ``secrets_dir``."""
+    env = {
+        "ORDERFLOW_AMQP_URL": amqp_url,
+        "ORDERFLOW_PG_ADMIN_DSN": admin_dsn,
+        "ORDERFLOW_SECRETS_DIR": secrets_dir,
+    }
+    for service, key in (
+        ("order_svc", "ORDERFLOW_ORDER_DSN"),
+        ("payment_svc", "ORDERFLOW_PAYMENT_DSN"),
+        ("inventory_svc", "ORDERFLOW_INVENTORY_DSN"),
+        ("saga", "ORDERFLOW_SAGA_DSN"),
+    ):
+        env[key] = dsn_for(
+            admin_dsn, unique_name(f"{prefix}_{service.split('_')[0]}"), user=f"orderflow_{service}"
+        )
+    return env
 
 
 @asynccontextmanager

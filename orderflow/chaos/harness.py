@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -27,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from libs.messaging.connection import connect as amqp_connect
-from libs.pg.admin import drop_database
+from libs.pg.admin import database_of, drop_database
 from libs.settings import Settings
-from libs.testing.infra import dsn_for, temporary_vhost, unique_name
+from libs.testing.infra import service_env, temporary_vhost
 from orderflow.chaos.poison import FORGED_LOG_LINE
 from orderflow.chaos.scenarios import SCENARIOS, Context, Scenario
 from orderflow.check import check
@@ -74,23 +75,22 @@ class ChaosReport:
 
 @asynccontextmanager
 async def isolated(base: Settings) -> AsyncIterator[dict[str, str]]:
-    """A vhost and four databases of this run's own, dropped afterwards."""
+    """A vhost, four databases and a secrets directory of this run's own, removed afterwards."""
     async with AsyncExitStack() as stack:
         from libs.messaging.admin import with_vhost
 
         url = await stack.enter_async_context(
             temporary_vhost(with_vhost(base.amqp_url, "/"), prefix="ofchaos")
         )
-        env = {"ORDERFLOW_AMQP_URL": url, "ORDERFLOW_PG_ADMIN_DSN": base.pg_admin_dsn}
-        for service, key in (
-            ("order", "ORDERFLOW_ORDER_DSN"),
-            ("payment", "ORDERFLOW_PAYMENT_DSN"),
-            ("inventory", "ORDERFLOW_INVENTORY_DSN"),
-            ("saga", "ORDERFLOW_SAGA_DSN"),
+        secrets = stack.enter_context(tempfile.TemporaryDirectory(prefix="ofchaos-secrets-"))
+        env = service_env(base.pg_admin_dsn, url, prefix="ofchaos", secrets_dir=secrets)
+        for key in (
+            "ORDERFLOW_ORDER_DSN",
+            "ORDERFLOW_PAYMENT_DSN",
+            "ORDERFLOW_INVENTORY_DSN",
+            "ORDERFLOW_SAGA_DSN",
         ):
-            name = unique_name(f"ofchaos_{service}")
-            stack.push_async_callback(drop_database, base.pg_admin_dsn, name)
-            env[key] = dsn_for(base.pg_admin_dsn, name)
+            stack.push_async_callback(drop_database, base.pg_admin_dsn, database_of(env[key]))
         yield env
 
 

@@ -10,15 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 
 
 class TcpProxy:
-    def __init__(self, *, target_host: str, target_port: int, listen_port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        target_host: str,
+        target_port: int,
+        listen_port: int = 0,
+        server_ssl: ssl.SSLContext | None = None,
+    ) -> None:
         if target_host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the chaos proxy forwards to loopback addresses only")
         self.target = (target_host, target_port)
         self._listen_port = listen_port
+        self._server_ssl = server_ssl  # terminate TLS here (for TLS tests against a plain server)
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -34,7 +43,9 @@ class TcpProxy:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._listen_port)
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self._listen_port, ssl=self._server_ssl
+        )
         return self
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from libs.pg.admin import drop_database
+from libs.pg.admin import database_of, drop_database
 from libs.settings import Settings
-from libs.testing.infra import dsn_for, temporary_vhost, unique_name
+from libs.testing.infra import service_env, temporary_vhost
 from orderflow.check import CheckReport, check
 from orderflow.client import OrderClient
 from orderflow.setup import setup
@@ -67,10 +68,14 @@ class System:
                 return report
             await asyncio.sleep(0.5)
 
-    async def scalar(self, service: str, query: str, *args: Any) -> Any:
+    async def scalar(self, service: str, query: str, *args: Any, admin: bool = False) -> Any:
+        """One value from a service's database, as the service's role (or as the administrator)."""
         from libs.pg.pool import connect
 
-        conn = await connect(self.settings.dsn_for(service))
+        dsn = self.settings.dsn_for(service)
+        if admin:
+            dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + database_of(dsn)
+        conn = await connect(dsn)
         try:
             return await conn.fetchval(query, *args)
         finally:
@@ -78,27 +83,25 @@ class System:
 
 
 @asynccontextmanager
-async def isolated_env(extra_env: dict[str, str] | None = None) -> AsyncIterator[dict[str, str]]:
-    """Environment variables naming a vhost and four databases of this test's own (all empty)."""
+async def isolated_env(
+    extra_env: dict[str, str] | None = None, secret_values: dict[str, str] | None = None
+) -> AsyncIterator[dict[str, str]]:
+    """Environment variables naming a vhost and four databases of this test's own (all empty),
+    service roles and users as in production, and a secrets directory of its own."""
     async with AsyncExitStack() as stack:
         amqp_url = await stack.enter_async_context(temporary_vhost(AMQP_BASE, prefix="ofe2e"))
-        names = {
-            svc: unique_name(f"ofe2e_{svc.split('_')[0]}")
-            for svc in ("order_svc", "payment_svc", "inventory_svc", "saga")
-        }
-        for name in names.values():
-            stack.push_async_callback(drop_database, ADMIN_DSN, name)
-        yield {
-            "ORDERFLOW_AMQP_URL": amqp_url,
-            "ORDERFLOW_PG_ADMIN_DSN": ADMIN_DSN,
-            "ORDERFLOW_ORDER_DSN": dsn_for(ADMIN_DSN, names["order_svc"]),
-            "ORDERFLOW_PAYMENT_DSN": dsn_for(ADMIN_DSN, names["payment_svc"]),
-            "ORDERFLOW_INVENTORY_DSN": dsn_for(ADMIN_DSN, names["inventory_svc"]),
-            "ORDERFLOW_SAGA_DSN": dsn_for(ADMIN_DSN, names["saga"]),
-            "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2",
-            **FAST_SAGA,
-            **(extra_env or {}),
-        }
+        secrets = stack.enter_context(tempfile.TemporaryDirectory(prefix="ofe2e-secrets-"))
+        env = service_env(ADMIN_DSN, amqp_url, prefix="ofe2e", secrets_dir=secrets)
+        for name, value in (secret_values or {}).items():  # planted before setup reads them
+            (Path(secrets) / name).write_text(value)
+        for key in (
+            "ORDERFLOW_ORDER_DSN",
+            "ORDERFLOW_PAYMENT_DSN",
+            "ORDERFLOW_INVENTORY_DSN",
+            "ORDERFLOW_SAGA_DSN",
+        ):
+            stack.push_async_callback(drop_database, ADMIN_DSN, database_of(env[key]))
+        yield {**env, "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2", **FAST_SAGA, **(extra_env or {})}
 
 
 @asynccontextmanager
@@ -107,9 +110,10 @@ async def running_system(
     replicas: dict[str, int] | None = None,
     extra_env: dict[str, str] | None = None,
     services: tuple[str, ...] = ("order_svc", "payment_svc", "inventory_svc", "saga"),
+    secret_values: dict[str, str] | None = None,
 ) -> AsyncIterator[System]:
     async with AsyncExitStack() as stack:
-        env = await stack.enter_async_context(isolated_env(extra_env))
+        env = await stack.enter_async_context(isolated_env(extra_env, secret_values))
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         stack.callback(_restore, saved)

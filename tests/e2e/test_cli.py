@@ -102,7 +102,7 @@ async def test_a_dead_letter_made_on_purpose_is_listed_shown_replayed_once_and_p
         system, b"{not json", message_id="junk-1", content_type="application/cloudevents+json"
     )
     # a good command that fails while its table is missing, sent twice by an impatient client
-    await system.scalar("order_svc", "ALTER TABLE orders RENAME TO orders_away")
+    await system.scalar("order_svc", "ALTER TABLE orders RENAME TO orders_away", admin=True)
     order_id = str(uuid.uuid4())
     command = PlaceOrder(
         order_id=order_id,
@@ -128,7 +128,7 @@ async def test_a_dead_letter_made_on_purpose_is_listed_shown_replayed_once_and_p
     assert code == 0
     assert "{not json" in out
     assert "x-orderflow-error-class: MalformedMessage" in out
-    await system.scalar("order_svc", "ALTER TABLE orders_away RENAME TO orders")
+    await system.scalar("order_svc", "ALTER TABLE orders_away RENAME TO orders", admin=True)
     code, out = await cli(system.env, "dlq", "replay", envelope.id)
     assert "replayed 2 dead letter(s)" in out  # both copies carry the id
     for _ in range(300):

@@ -1,0 +1,69 @@
+"""Secrets come from the environment or from files, and nowhere else.
+
+A secret is looked up, in order: an explicit value (an ``ORDERFLOW_*`` variable read into a
+``SecretStr``), a file named by an ``*_FILE`` variable, then ``<secrets dir>/<name>`` (what
+``orderflow setup`` writes, mode 0600, for local use). Values are ``SecretStr`` in settings, so
+they print as ``**********``; URLs shown to people go through ``redact``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import SecretStr
+
+
+def read_secret(
+    *, value: SecretStr | None, file: Path | None, secrets_dir: Path, name: str
+) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    for path in (file, secrets_dir / name):
+        if path is not None and path.is_file():
+            return path.read_text().strip()
+    return None
+
+
+def ensure_secret_file(secrets_dir: Path, name: str) -> str:
+    """The secret in ``<secrets dir>/<name>``, generated (random, 0600) when missing."""
+    path = secrets_dir / name
+    if path.is_file():
+        return path.read_text().strip()
+    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def with_credentials(url: str, *, user: str | None = None, password: str | None = None) -> str:
+    """The URL with its user and/or password replaced (either may stay as it was)."""
+    parts = urlsplit(url)
+    username = user if user is not None else (parts.username or "")
+    pw = password if password is not None else parts.password
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = quote(username, safe="")
+    if pw is not None:
+        netloc += ":" + quote(pw, safe="")
+    netloc += "@" + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def user_of(url: str) -> str | None:
+    return urlsplit(url).username

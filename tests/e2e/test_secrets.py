@@ -1,0 +1,97 @@
+"""Canary secrets never appear in logs, spans, dead letters or error messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aio_pika
+import pytest
+
+from libs.testing.otlp import OtlpReceiver
+from orderflow.dlq import list_letters
+
+from .conftest import cli, running_system
+
+pytestmark = pytest.mark.e2e
+SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
+
+
+async def test_canary_secrets_stay_out_of_every_log_span_dead_letter_and_error() -> None:
+    canary = "CANARY" + uuid.uuid4().hex
+    planted = {}
+    for service in SERVICES:
+        planted[f"amqp_orderflow_{service}"] = f"{canary}amqp{service}"
+        planted[f"pg_orderflow_{service}"] = f"{canary}pg{service}"
+    with OtlpReceiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "ORDERFLOW_LOG_LEVEL": "DEBUG",
+        }
+        async with running_system(extra_env=env, secret_values=planted) as system:
+            outputs = []
+            for args in (
+                ("--customer", "alice", "--item", "WIDGET:1"),
+                ("--customer", "bob", "--item", "GADGET:3"),
+                ("--customer", "alice", "--item", "GIZMO:5"),
+            ):
+                code, out = await cli(system.env, "place-order", *args, "--wait")
+                assert code == 0, out
+                outputs.append(out)
+            # a handler error and a poison message, so that error paths write logs and dead letters
+            await system.scalar(
+                "order_svc", "ALTER TABLE order_lines RENAME TO lines_away", admin=True
+            )
+            await system.place("alice", ("WIDGET", 1, "9.99"))
+            connection = await aio_pika.connect_robust(system.env["ORDERFLOW_AMQP_URL"])
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange("order.commands")
+            await exchange.publish(
+                aio_pika.Message(b"{broken", content_type="application/cloudevents+json"),
+                routing_key="order.place_order.v1",
+            )
+            await connection.close()
+            for _ in range(100):
+                letters = await list_letters(system.settings)
+                if len(letters) >= 2:
+                    break
+                await asyncio.sleep(0.2)
+            await system.scalar(
+                "order_svc", "ALTER TABLE lines_away RENAME TO order_lines", admin=True
+            )
+            # a wrong password for a service user: the error names the user, not the password
+            bad_url = system.env["ORDERFLOW_AMQP_URL"].replace(
+                "guest:guest", f"orderflow_payment_svc:{canary}wrong"
+            )
+            code, out = await cli(
+                {**system.env, "ORDERFLOW_AMQP_URL": bad_url},
+                "place-order",
+                "--customer",
+                "alice",
+                "--item",
+                "WIDGET:1",
+            )
+            assert code == 1
+            outputs.append(out)
+            await asyncio.sleep(1.0)
+            logs = system.log.getvalue()
+        spans = receiver.snapshot()
+
+    assert len(letters) >= 2
+    assert any(letter.error_class == "MalformedMessage" for letter in letters)
+    assert any("lines" in letter.error for letter in letters)
+    assert "refused the login" in outputs[-1]
+    assert logs.count("\n") > 50
+    assert len(spans) > 20
+    haystacks = {
+        "service logs": logs,
+        "CLI output": "\n".join(outputs),
+        "spans": json.dumps([{"name": s.name, **s.attributes} for s in spans], default=str),
+        "dead letters": "\n".join(
+            f"{letter.headers}\n{letter.error}\n{letter.body!r}" for letter in letters
+        ),
+    }
+    for where, text in haystacks.items():
+        assert canary not in text, f"a secret leaked into the {where}"

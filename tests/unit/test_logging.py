@@ -1,0 +1,28 @@
+"""Log lines: one line per event, whatever the input, in both formats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from libs.observability.logging import get_logger, setup_logging
+
+FORGED = 'mallory\n{"event": "forged", "level": "error"}\r\nmore'
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_input_with_newlines_cannot_forge_a_log_line(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging(service="test_svc", fmt=fmt, level="INFO")
+    get_logger("t").warning("consumer.poison", customer_id=FORGED)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "forged" in lines[0]
+    if fmt == "json":
+        record = json.loads(lines[0])
+        assert record["event"] == "consumer.poison"
+        assert record["service"] == "test_svc"
+        assert "\\n" in record["customer_id"]
