@@ -19,17 +19,19 @@ from typing import Any
 from libs.errors import ConfigurationError, InfrastructureUnavailable
 
 
-async def _rabbitmqctl(*args: str) -> str:
+async def _rabbitmqctl(*args: str, stdin: str | None = None) -> str:
+    """Run rabbitmqctl. Secrets go through ``stdin``, never the command line: other users of the
+    machine can see a command line, and rabbitmqctl echoes its arguments in its own errors."""
     proc = await asyncio.create_subprocess_exec(
         "rabbitmqctl",
         "-q",
         *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    out, err = await proc.communicate(None if stdin is None else stdin.encode() + b"\n")
     if proc.returncode != 0:
-        # the command line may hold a password: name the command only
         raise InfrastructureUnavailable(
             f"rabbitmqctl {args[0]} failed: {(err or out).decode().strip()[:500]}"
         )
@@ -88,9 +90,9 @@ async def ensure_user(
     if shutil.which("rabbitmqctl"):
         existing = (await _rabbitmqctl("list_users")).split()
         if user in existing:
-            await _rabbitmqctl("change_password", user, password)
+            await _rabbitmqctl("change_password", user, stdin=password)
         else:
-            await _rabbitmqctl("add_user", user, password)
+            await _rabbitmqctl("add_user", user, stdin=password)
         await _rabbitmqctl("set_permissions", "-p", vhost, user, configure, write, read)
         return
     await asyncio.to_thread(
@@ -102,6 +104,14 @@ async def ensure_user(
         f"/api/permissions/{_q(vhost)}/{_q(user)}",
         {"configure": configure, "write": write, "read": read},
     )
+
+
+async def delete_user(user: str) -> None:
+    if shutil.which("rabbitmqctl"):
+        if user in (await _rabbitmqctl("list_users")).split():
+            await _rabbitmqctl("delete_user", user)
+        return
+    await asyncio.to_thread(_api, "DELETE", f"/api/users/{_q(user)}")
 
 
 async def delete_vhost(vhost: str) -> None:

@@ -222,7 +222,7 @@ async def test_postgresql_over_tls_verifying_the_server_certificate(provisioned:
         await admin.close()
 
 
-def test_credentials_are_replaced_in_urls_without_leaking_into_the_rest() -> None:
+async def test_credentials_are_replaced_in_urls_without_leaking_into_the_rest() -> None:
     url = with_credentials(
         "amqp://guest:guest@127.0.0.1:5672/orderflow", user="u", password="p@ss/w:rd"
     )
