@@ -36,7 +36,12 @@ class RelaySettings(BaseModel):
 class ConsumerSettings(BaseModel):
     """How consumers take, retry and dead-letter deliveries."""
 
-    prefetch: int = Field(default=32, ge=1, le=65_535)
+    prefetch: int = Field(default=128, ge=1, le=65_535)
+    batch: bool = Field(
+        default=True,
+        description="handle the deliveries that have arrived together in one transaction and ack",
+    )
+    max_batch: int = Field(default=128, ge=1, le=10_000)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     conflict_retries: int = Field(
         default=5, ge=0, description="retries of a serialization failure or deadlock"

@@ -40,3 +40,23 @@ async def prune(conn: Conn, *, older_than_seconds: float) -> int:
         older_than_seconds,
     )
     return int(status.split()[-1])
+
+
+async def claim_many(conn: Conn, *, consumer: str, messages: list[tuple[str, str]]) -> set[str]:
+    """Record many (message id, type) pairs at once; returns the ids that were new.
+
+    An id listed twice, or already recorded, is returned at most once: its first occurrence is
+    the one to process.
+    """
+    if not messages:
+        return set()
+    ids, types = zip(*messages, strict=True)
+    rows = await conn.fetch(
+        """INSERT INTO inbox (consumer, message_id, message_type)
+           SELECT $1, m.id, m.type FROM unnest($2::uuid[], $3::text[]) AS m(id, type)
+           ON CONFLICT DO NOTHING RETURNING message_id::text""",
+        consumer,
+        list(ids),
+        list(types),
+    )
+    return {r["message_id"] for r in rows}

@@ -28,6 +28,7 @@ log = get_logger(__name__)
 
 Delivery = AbstractIncomingMessage
 ProcessFn = Callable[[AbstractIncomingMessage], Awaitable[None]]
+BatchFn = Callable[[list[AbstractIncomingMessage]], Awaitable[None]]
 
 ERROR_CLASS = "x-orderflow-error-class"
 ERROR_MESSAGE = "x-orderflow-error"
@@ -47,11 +48,21 @@ class QueueConsumer:
         queue: str,
         prefetch: int,
         process: ProcessFn,
+        process_batch: BatchFn | None = None,
+        max_batch: int = 128,
     ) -> None:
         self._connection = connection
         self._queue_name = queue
         self._prefetch = prefetch
         self._process = process
+        # Batch mode: one worker takes whatever has arrived (up to max_batch) at a time. One
+        # worker per channel is what makes an ack with multiple=True safe.
+        self._process_batch = process_batch
+        self._max_batch = max_batch
+        self._buffer: list[AbstractIncomingMessage] = []
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._worker_busy = False
         self._channel: AbstractChannel | None = None
         self._tag: str | None = None
         self._queue: Any = None
@@ -63,9 +74,36 @@ class QueueConsumer:
         self._channel = await self._connection.channel()
         await self._channel.set_qos(prefetch_count=self._prefetch)
         self._queue = await self._channel.get_queue(self._queue_name, ensure=True)
+        if self._process_batch is not None:
+            self._worker = asyncio.create_task(
+                self._batch_worker(), name=f"batch:{self._queue_name}"
+            )
         self._tag = await self._queue.consume(self._on_message)
 
+    async def _batch_worker(self) -> None:
+        assert self._process_batch is not None
+        while True:
+            await self._arrived.wait()
+            batch = self._buffer[: self._max_batch]
+            del self._buffer[: self._max_batch]
+            if not self._buffer:
+                self._arrived.clear()
+            self._worker_busy = True
+            try:
+                await self._process_batch(batch)
+            except Exception:  # the runner settles everything itself; this is a bug
+                log.exception("consumer.batch_crashed", queue=self._queue_name, size=len(batch))
+            finally:
+                self._worker_busy = False
+                if not self._buffer:
+                    self._idle.set()
+
     async def _on_message(self, delivery: AbstractIncomingMessage) -> None:
+        if self._process_batch is not None:
+            self._buffer.append(delivery)
+            self._idle.clear()
+            self._arrived.set()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
@@ -79,7 +117,14 @@ class QueueConsumer:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return len(self._in_flight) + len(self._buffer) + int(self._worker_busy)
+
+    async def _drained(self) -> None:
+        while self.in_flight:
+            self._idle.clear()
+            if not self.in_flight:
+                return
+            await self._idle.wait()
 
     async def stop(self, *, grace: float = 30.0) -> None:
         """Stop taking deliveries, finish those in flight, close the channel."""
@@ -89,18 +134,20 @@ class QueueConsumer:
             except Exception as exc:  # the channel may already be gone
                 log.warning("consumer.cancel_failed", queue=self._queue_name, error=str(exc))
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+            await asyncio.wait_for(self._drained(), timeout=grace)
         except TimeoutError:
             log.warning("consumer.stop_timeout", queue=self._queue_name, in_flight=self.in_flight)
+        if self._worker is not None:
+            self._worker.cancel()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
 
-async def settle(delivery: AbstractIncomingMessage, *, ack: bool) -> None:
+async def settle(delivery: AbstractIncomingMessage, *, ack: bool, multiple: bool = False) -> None:
     """Ack (or requeue) and only log a failure: redelivery is safe, the inbox absorbs it."""
     try:
         if ack:
-            await delivery.ack()
+            await delivery.ack(multiple=multiple)
         else:
             await delivery.nack(requeue=True)
     except Exception as exc:

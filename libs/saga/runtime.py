@@ -37,6 +37,17 @@ from libs.saga.engine import DeadlinePassed, Input, Reply, SagaState, Transition
 from libs.service.runner import HandlerContext
 
 log = get_logger(__name__)
+_MILESTONES = frozenset(
+    {
+        "completed",
+        "compensated",
+        "compensating",
+        "timed_out",
+        "ignored",
+        "operator_retry",
+        "operator_compensate",
+    }
+)
 _tracer = tracer("orderflow.saga")
 
 
@@ -70,12 +81,19 @@ class SagaCoordinator:
         if isinstance(message, self.definition.start):
             t = start(self.definition, message, now=now)
             traceparent = current_trace_headers().get("traceparent")
-            if not await store.insert(
-                ctx.conn, saga=self.definition.name, state=t.state, traceparent=traceparent
-            ):
+            ids = ids_of_current_span()
+            created = await store.insert(
+                ctx.conn,
+                saga=self.definition.name,
+                state=t.state,
+                traceparent=traceparent,
+                entries=t.log,
+                trace_id=ids[0] if ids else None,
+            )
+            if not created:
                 log.info("saga.duplicate_start", saga_id=t.state.id)
                 return
-            await self.apply(ctx.conn, ctx.outbox, previous=None, t=t)
+            await self.apply(ctx.conn, ctx.outbox, previous=None, t=t, logged=True)
             return
         saga_id = self.definition.key(message)
         loaded = await store.load_for_update(ctx.conn, saga=self.definition.name, saga_id=saga_id)
@@ -95,7 +113,13 @@ class SagaCoordinator:
         return t
 
     async def apply(
-        self, conn: Conn, writer: OutboxWriter, *, previous: SagaState | None, t: Transition
+        self,
+        conn: Conn,
+        writer: OutboxWriter,
+        *,
+        previous: SagaState | None,
+        t: Transition,
+        logged: bool = False,
     ) -> None:
         state = t.state
         span = trace.get_current_span()
@@ -103,18 +127,21 @@ class SagaCoordinator:
         span.set_attribute("orderflow.saga.state", state.status.value)
         if state.step:
             span.set_attribute("orderflow.saga.step", state.step)
-        if t.accepted and previous is not None:
-            await store.update(
-                conn, saga=self.definition.name, state=state, previous_version=previous.version
-            )
         ids = ids_of_current_span()
-        await store.append_log(
-            conn,
-            saga=self.definition.name,
-            state=state,
-            entries=t.log,
-            trace_id=ids[0] if ids else None,
-        )
+        trace_id = ids[0] if ids else None
+        if t.accepted and previous is not None:
+            await store.save_transition(
+                conn,
+                saga=self.definition.name,
+                state=state,
+                previous_version=previous.version,
+                entries=t.log,
+                trace_id=trace_id,
+            )
+        elif not logged:
+            await store.append_log(
+                conn, saga=self.definition.name, state=state, entries=t.log, trace_id=trace_id
+            )
         for send in t.commands:
             spec = self._registry.spec_of(send.command)
             envelope = self._registry.envelope(
@@ -128,7 +155,9 @@ class SagaCoordinator:
                 envelope, exchange=spec.exchange, aggregate_type="saga", aggregate_id=state.id
             )
         for entry in t.log:
-            log.info(
+            # milestones at INFO; the step-by-step chatter is in saga_log and at DEBUG
+            emit = log.info if entry.event in _MILESTONES else log.debug
+            emit(
                 f"saga.{entry.event}",
                 saga_id=state.id,
                 step=entry.step,

@@ -30,12 +30,35 @@ class Loaded:
     traceparent: str | None
 
 
-async def insert(conn: Conn, *, saga: str, state: SagaState, traceparent: str | None) -> bool:
-    """Create the instance; False when it exists already."""
+def _log_columns(entries: tuple[LogEntry, ...]) -> tuple[list[str], list[str | None], list[str]]:
+    return (
+        [e.event for e in entries],
+        [e.step for e in entries],
+        [json.dumps(e.detail, default=str) for e in entries],
+    )
+
+
+async def insert(
+    conn: Conn,
+    *,
+    saga: str,
+    state: SagaState,
+    traceparent: str | None,
+    entries: tuple[LogEntry, ...] = (),
+    trace_id: str | None = None,
+) -> bool:
+    """Create the instance and log its first entries (one statement); False when it existed."""
     created = await conn.fetchval(
-        """INSERT INTO saga_instance (saga, id, status, step, attempt, state, version, deadline_at,
-                                      traceparent)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING true""",
+        """WITH i AS (
+               INSERT INTO saga_instance (saga, id, status, step, attempt, state, version,
+                                          deadline_at, traceparent)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING 1),
+           l AS (
+               INSERT INTO saga_log (saga, saga_id, event, step, status, detail, trace_id)
+               SELECT $1, $2, e.event, e.step, $3, e.detail::jsonb, $10
+                 FROM unnest($11::text[], $12::text[], $13::text[]) AS e(event, step, detail)
+                WHERE EXISTS (SELECT 1 FROM i))
+           SELECT count(*) FROM i""",
         saga,
         state.id,
         state.status.value,
@@ -45,8 +68,52 @@ async def insert(conn: Conn, *, saga: str, state: SagaState, traceparent: str | 
         state.version,
         state.deadline_at,
         traceparent,
+        trace_id,
+        *_log_columns(entries),
     )
     return bool(created)
+
+
+async def save_transition(
+    conn: Conn,
+    *,
+    saga: str,
+    state: SagaState,
+    previous_version: int,
+    entries: tuple[LogEntry, ...],
+    trace_id: str | None,
+) -> None:
+    """Update the instance (if its version is still ``previous_version``) and append its log
+    entries in one statement: one round trip per transition instead of two."""
+    updated = await conn.fetchval(
+        """WITH u AS (
+               UPDATE saga_instance
+                  SET status = $3, step = $4, attempt = $5, state = $6, version = $7,
+                      deadline_at = $8, updated_at = clock_timestamp()
+                WHERE saga = $1 AND id = $2 AND version = $9
+            RETURNING 1),
+           l AS (
+               INSERT INTO saga_log (saga, saga_id, event, step, status, detail, trace_id)
+               SELECT $1, $2, e.event, e.step, $3, e.detail::jsonb, $10
+                 FROM unnest($11::text[], $12::text[], $13::text[]) AS e(event, step, detail)
+                WHERE EXISTS (SELECT 1 FROM u))
+           SELECT count(*) FROM u""",
+        saga,
+        state.id,
+        state.status.value,
+        state.step,
+        state.attempt,
+        state.to_json(),
+        state.version,
+        state.deadline_at,
+        previous_version,
+        trace_id,
+        *_log_columns(entries),
+    )
+    if updated != 1:
+        raise ConcurrencyConflict(
+            f"saga {saga}/{state.id} changed under us (version {previous_version})"
+        )
 
 
 async def load_for_update(conn: Conn, *, saga: str, saga_id: str) -> Loaded | None:
@@ -60,31 +127,10 @@ async def load_for_update(conn: Conn, *, saga: str, saga_id: str) -> Loaded | No
     return Loaded(SagaState.from_json(row["state"]), row["traceparent"])
 
 
-async def update(conn: Conn, *, saga: str, state: SagaState, previous_version: int) -> None:
-    status = await conn.execute(
-        """UPDATE saga_instance
-              SET status = $3, step = $4, attempt = $5, state = $6, version = $7,
-                  deadline_at = $8, updated_at = clock_timestamp()
-            WHERE saga = $1 AND id = $2 AND version = $9""",
-        saga,
-        state.id,
-        state.status.value,
-        state.step,
-        state.attempt,
-        state.to_json(),
-        state.version,
-        state.deadline_at,
-        previous_version,
-    )
-    if status != "UPDATE 1":
-        raise ConcurrencyConflict(
-            f"saga {saga}/{state.id} changed under us (version {previous_version})"
-        )
-
-
 async def append_log(
     conn: Conn, *, saga: str, state: SagaState, entries: tuple[LogEntry, ...], trace_id: str | None
 ) -> None:
+    """Log entries of a transition that changed nothing (ignored input)."""
     if not entries:
         return
     await conn.execute(
@@ -95,9 +141,7 @@ async def append_log(
         state.id,
         state.status.value,
         trace_id,
-        [e.event for e in entries],
-        [e.step for e in entries],
-        [json.dumps(e.detail, default=str) for e in entries],
+        *_log_columns(entries),
     )
 
 

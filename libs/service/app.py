@@ -125,7 +125,12 @@ async def serve(
             faults=faults,
         )
         consumer = QueueConsumer(
-            connection, queue=definition.queue, prefetch=settings.consumer.prefetch, process=runner
+            connection,
+            queue=definition.queue,
+            prefetch=settings.consumer.prefetch,
+            process=runner,
+            process_batch=runner.process_batch if settings.consumer.batch else None,
+            max_batch=settings.consumer.max_batch,
         )
         await consumer.start()
         tasks += [asyncio.create_task(b(runtime), name="background") for b in definition.background]
@@ -166,6 +171,19 @@ def _mark_ready(path: str, *, ready: bool = True) -> None:
 
 
 def main(definition: ServiceDefinition) -> None:
-    """Entry point of ``python -m <service>``."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(definition))
+    """Entry point of ``python -m <service>``; uvloop when it is installed (it is, by default)."""
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=_loop_factory()) as runner,
+    ):
+        runner.run(serve(definition))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if os.environ.get("ORDERFLOW_UVLOOP", "1") == "0":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

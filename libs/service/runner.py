@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,6 +298,166 @@ class MessageRunner:
             if written:
                 await self._wakeup.after_commit(conn)
 
+    # -- batches ---------------------------------------------------------------------------
+    async def process_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """Several deliveries, one transaction, one ack (``multiple=True`` on the last).
+
+        Each message's inbox row, state changes and outbox rows still commit together, and its
+        ack still follows the commit: the batch is all-or-nothing. Poison is dead-lettered first
+        (confirmed), then covered by the same ack. If the batch transaction fails for any
+        reason, it is rolled back and every message goes through the one-by-one path, with its
+        own retries, dead-lettering and ack. Called by one worker per channel, so no other
+        worker's deliveries can be acked by the multiple ack.
+        """
+        if len(deliveries) == 1:
+            await self(deliveries[0])
+            return
+        readable: list[tuple[Delivery, Envelope, Message, Handler]] = []
+        requeued: list[Delivery] = []
+        for delivery in deliveries:
+            try:
+                readable.append((delivery, *self._read(delivery)))
+            except PoisonMessage as exc:
+                log.warning(
+                    "consumer.poison",
+                    error_class=type(exc).__name__,
+                    error=str(exc),
+                    message_id=delivery.message_id,
+                )
+                if not await self._publish_dead_letter(delivery, exc, attempts=0):
+                    requeued.append(delivery)
+        try:
+            await self._batch_transaction(readable)
+        except Exception as raw:
+            error = translate(raw)
+            log.info(
+                "consumer.batch_fallback", size=len(readable), error_class=type(error).__name__
+            )
+            for delivery, *_ in readable:
+                await self(delivery)
+            await self._settle_rest(deliveries, requeued, skip={id(r[0]) for r in readable})
+            return
+        self._faults.point("consumer.after_commit")
+        if requeued:
+            await self._settle_rest(deliveries, requeued, skip=set())
+            return
+        await settle(deliveries[-1], ack=True, multiple=True)
+
+    async def _settle_rest(
+        self, deliveries: Sequence[Delivery], requeued: list[Delivery], *, skip: set[int]
+    ) -> None:
+        """Settle one by one what the batch did not: poison acks, failed dead-letters requeued."""
+        for delivery in deliveries:
+            if id(delivery) in skip:
+                continue
+            await settle(delivery, ack=not any(delivery is r for r in requeued))
+
+    async def _batch_transaction(
+        self, items: list[tuple[Delivery, Envelope, Message, Handler]]
+    ) -> None:
+        if not items:
+            return
+        keys = [_canonical(envelope.id) for _, envelope, _, _ in items]
+        async with self._pool.acquire() as conn:
+            writer = OutboxWriter()
+            async with conn.transaction():
+                fresh = await inbox.claim_many(
+                    conn,
+                    consumer=self.consumer,
+                    messages=[(k, e.type) for k, (_, e, _, _) in zip(keys, items, strict=True)],
+                )
+                done: set[str] = set()
+                for key, (delivery, envelope, message, handler) in zip(keys, items, strict=True):
+                    if key not in fresh or key in done:
+                        self.stats.duplicates += 1
+                        continue
+                    done.add(key)
+                    await self._handle_in_batch(conn, writer, delivery, envelope, message, handler)
+                written = await writer.flush(conn)
+            self.stats.processed += len(done)
+            if written:
+                await self._wakeup.after_commit(conn)
+
+    async def _handle_in_batch(
+        self,
+        conn: Conn,
+        writer: OutboxWriter,
+        delivery: Delivery,
+        envelope: Envelope,
+        message: Message,
+        handler: Handler,
+    ) -> None:
+        structlog.contextvars.bind_contextvars(
+            message_id=delivery.message_id,
+            message_type=delivery.type,
+            queue=self.queue,
+            order_id=envelope.subject,
+        )
+        try:
+            with (
+                _tracer.start_as_current_span(
+                    f"process {delivery.routing_key or self.queue}",
+                    context=context_from_headers(delivery.headers or {}),
+                    kind=SpanKind.CONSUMER,
+                    attributes=self._span_attributes(delivery, envelope),
+                ),
+                _tracer.start_as_current_span(
+                    "postgresql transaction",
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "db.system": "postgresql",
+                        "db.operation.name": "TRANSACTION",
+                        "orderflow.handler": getattr(handler, "__qualname__", repr(handler)),
+                        "orderflow.batched": True,
+                    },
+                ),
+            ):
+                ctx = HandlerContext(
+                    conn=conn,
+                    envelope=envelope,
+                    registry=self._registry,
+                    source=self._source,
+                    outbox=writer,
+                )
+                await handler(message, ctx)
+                ctx.write_collected()
+                log.debug("consumer.handled", batched=True)
+        finally:
+            structlog.contextvars.unbind_contextvars(
+                "message_id", "message_type", "queue", "order_id"
+            )
+
+    def _span_attributes(self, delivery: Delivery, envelope: Envelope | None) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": delivery.exchange or "",
+            "messaging.rabbitmq.destination.routing_key": delivery.routing_key or "",
+            "messaging.message.id": delivery.message_id or "",
+            "messaging.consumer.group.name": self.queue,
+        }
+        if envelope is not None and envelope.subject:
+            attributes["orderflow.order_id"] = envelope.subject
+        return attributes
+
+    async def _publish_dead_letter(
+        self, delivery: Delivery, error: BaseException, *, attempts: int
+    ) -> bool:
+        """Dead-letter without settling; False when the broker did not confirm it."""
+        try:
+            await self._dead_letters.dead_letter(
+                delivery,
+                queue=self.queue,
+                error=error,
+                attempts=max(attempts, delivery_count(delivery)),
+            )
+        except (PublishError, OrderflowError) as exc:
+            log.error("consumer.dead_letter_failed", error=str(exc))
+            self.stats.requeued += 1
+            return False
+        self.stats.dead_lettered += 1
+        return True
+
     async def _dead_letter(
         self, delivery: Delivery, error: BaseException, *, attempts: int
     ) -> None:
@@ -320,3 +481,8 @@ class MessageRunner:
             attempts=attempts,
         )
         await settle(delivery, ack=True)
+
+
+def _canonical(message_id: str) -> str:
+    """The form PostgreSQL prints a uuid in, to match ids the inbox returns."""
+    return str(uuid.UUID(message_id))

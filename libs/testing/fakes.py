@@ -25,8 +25,8 @@ class FakeDelivery:
     timestamp: datetime | None = None
     settled: list[str] = field(default_factory=list)
 
-    async def ack(self) -> None:
-        self.settled.append("ack")
+    async def ack(self, multiple: bool = False) -> None:
+        self.settled.append("ack-multiple" if multiple else "ack")
 
     async def nack(self, requeue: bool = True) -> None:
         self.settled.append("requeue" if requeue else "reject")

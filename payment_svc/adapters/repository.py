@@ -40,30 +40,30 @@ async def get_customer(conn: Conn, customer_id: str | None) -> Customer | None:
 async def save(
     conn: Conn, payment: Payment, *, customer: Customer | None, before: PaymentStatus | None
 ) -> None:
-    """Write the payment, the customer's balance, and the ledger entry the change implies."""
+    """Write the payment, the customer's balance and the ledger entry the change implies, in one
+    statement (one round trip)."""
+    kind = None
+    if payment.status is not before and customer is not None:
+        kind = {PaymentStatus.CAPTURED: "charge", PaymentStatus.REFUNDED: "refund"}.get(
+            payment.status
+        )
     await conn.execute(
-        """INSERT INTO payments (order_id, customer_id, amount, status, reason)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (order_id) DO UPDATE
-              SET status = EXCLUDED.status, reason = EXCLUDED.reason, updated_at = clock_timestamp()""",
+        """WITH p AS (
+               INSERT INTO payments (order_id, customer_id, amount, status, reason)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (order_id) DO UPDATE
+                  SET status = EXCLUDED.status, reason = EXCLUDED.reason,
+                      updated_at = clock_timestamp()),
+           c AS (
+               UPDATE customers SET balance = $6 WHERE id = $7 AND $8::text IS NOT NULL)
+           INSERT INTO ledger (order_id, customer_id, kind, amount)
+           SELECT $1, $7, $8, $3 WHERE $8::text IS NOT NULL""",
         payment.order_id,
         payment.customer_id,
         payment.amount,
         payment.status.value,
         payment.reason,
-    )
-    if payment.status is before:
-        return
-    kind = {PaymentStatus.CAPTURED: "charge", PaymentStatus.REFUNDED: "refund"}.get(payment.status)
-    if kind is None or customer is None:
-        return
-    await conn.execute(
-        "UPDATE customers SET balance = $2 WHERE id = $1", customer.id, customer.balance
-    )
-    await conn.execute(
-        "INSERT INTO ledger (order_id, customer_id, kind, amount) VALUES ($1, $2, $3, $4)",
-        payment.order_id,
-        customer.id,
+        customer.balance if customer else None,
+        customer.id if customer else None,
         kind,
-        payment.amount,
     )

@@ -234,3 +234,103 @@ async def test_a_message_that_crashes_its_consumer_every_time_ends_in_the_dead_l
         assert await queue_depth(s.connection, COMMANDS) == 0
         await channel.close()
         assert REGISTRY.spec("test.note.v1").exchange == "test.commands"
+
+
+async def test_a_batch_with_duplicates_and_poison_applies_each_message_once_and_settles_all(
+    amqp_url: str, pg_dsn: str
+) -> None:
+    from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
+    from libs.outbox.relay import Wakeup
+    from libs.service.runner import MessageRunner
+
+    async with stack(amqp_url, pg_dsn) as s:
+        # queue everything first, so that the consumer takes it in batches
+        repeated = str(uuid.uuid4())
+        for n in range(60):
+            await publish(s, command_message(Note(key="b", seq=n)))
+        for _ in range(3):
+            await publish(s, command_message(Note(key="b", seq=1000), message_id=repeated))
+        await publish(s, _raw(b"{oops"))
+        runner = MessageRunner(
+            consumer="test_svc",
+            queue=COMMANDS,
+            source="/orderflow/test_svc",
+            pool=s.pool,
+            registry=REGISTRY,
+            handlers={Note: note_handler},
+            dead_letters=DeadLetterPublisher(s.publisher, service="test_svc"),
+            wakeup=Wakeup(None),
+            settings=ConsumerSettings(retry_base=0.01),
+        )
+        batches: list[int] = []
+
+        async def recording(deliveries: list) -> None:  # type: ignore[type-arg]
+            batches.append(len(deliveries))
+            await runner.process_batch(deliveries)
+
+        consumer = QueueConsumer(
+            s.connection,
+            queue=COMMANDS,
+            prefetch=128,
+            process=runner,
+            process_batch=recording,
+            max_batch=128,
+        )
+        await consumer.start()
+        await wait_until(lambda: runner.stats.processed + runner.stats.duplicates == 63)
+        await consumer.stop(grace=5)
+        assert max(batches) > 1  # really batched
+        conn = await connect(pg_dsn)
+        assert await conn.fetchval("SELECT count(*) FROM notes") == 61
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 61
+        assert runner.stats.duplicates == 2
+        assert runner.stats.dead_lettered == 1
+        await conn.close()
+        assert await queue_depth(s.connection, COMMANDS) == 0  # every delivery acked
+        [dead] = await collect(s.connection, COMMANDS + ".dlq", count=1, timeout=5)
+        assert dead.body == b"{oops"
+
+
+async def test_a_batch_whose_transaction_fails_falls_back_to_one_by_one(
+    amqp_url: str, pg_dsn: str
+) -> None:
+    from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
+    from libs.outbox.relay import Wakeup
+    from libs.service.runner import MessageRunner
+
+    async def strict(message: Note, ctx: HandlerContext) -> None:
+        await note_handler(message, ctx)
+        if message.seq == 13:
+            raise InvalidMessageData("13 is unlucky")
+
+    async with stack(amqp_url, pg_dsn) as s:
+        for n in range(30):
+            await publish(s, command_message(Note(key="f", seq=n)))
+        runner = MessageRunner(
+            consumer="test_svc",
+            queue=COMMANDS,
+            source="/orderflow/test_svc",
+            pool=s.pool,
+            registry=REGISTRY,
+            handlers={Note: strict},
+            dead_letters=DeadLetterPublisher(s.publisher, service="test_svc"),
+            wakeup=Wakeup(None),
+            settings=ConsumerSettings(retry_base=0.01),
+        )
+        consumer = QueueConsumer(
+            s.connection,
+            queue=COMMANDS,
+            prefetch=128,
+            process=runner,
+            process_batch=runner.process_batch,
+        )
+        await consumer.start()
+        await wait_until(lambda: runner.stats.processed + runner.stats.dead_lettered == 30)
+        await consumer.stop(grace=5)
+        conn = await connect(pg_dsn)
+        assert await conn.fetchval("SELECT count(*) FROM notes") == 29
+        assert await conn.fetchval("SELECT count(*) FROM notes WHERE seq = 13") == 0
+        await conn.close()
+        assert await queue_depth(s.connection, COMMANDS) == 0
+        [dead] = await collect(s.connection, COMMANDS + ".dlq", count=1, timeout=5)
+        assert dead.headers[ERROR_CLASS] == "InvalidMessageData"
