@@ -42,6 +42,12 @@ class ConsumerSettings(BaseModel):
         description="handle the deliveries that have arrived together in one transaction and ack",
     )
     max_batch: int = Field(default=128, ge=1, le=10_000)
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="batch workers per service, each on its own channel with prefetch/workers",
+    )
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     conflict_retries: int = Field(
         default=5, ge=0, description="retries of a serialization failure or deadlock"

@@ -8,7 +8,8 @@ publishes poison messages there itself, with headers saying why.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,20 +73,36 @@ class Topology:
         return Topology(self.exchanges, (*self.queues, *queues))
 
 
-async def declare(channel: AbstractChannel, topology: Topology) -> None:
-    """Declare everything; declaring twice with the same arguments changes nothing.
-
-    A queue or exchange that exists with other arguments raises ConfigurationError saying which
-    and how to fix it (the broker closes the channel on such a declare).
-    """
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """The broker's refusals of a declare, as errors that say how to fix them."""
     try:
-        await _declare(channel, topology)
+        yield
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise ConfigurationError(
+            f"{exc}: declare the topology first with `orderflow setup`"
+        ) from None
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise ConfigurationError(
             f"the broker refused the topology: {exc}. An existing queue or exchange has other "
             "arguments; drain it, delete it (e.g. `rabbitmqctl delete_queue -p <vhost> <queue>`) "
             "and run `orderflow setup` again"
         ) from None
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        raise ConfigurationError(
+            f"the broker refused an operation: {exc}; `orderflow setup` grants each service "
+            "user its permissions"
+        ) from None
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> None:
+    """Declare everything; declaring twice with the same arguments changes nothing.
+
+    A queue or exchange that exists with other arguments raises ConfigurationError saying which
+    and how to fix it (the broker closes the channel on such a declare).
+    """
+    with _refusals():
+        await _declare(channel, topology)
 
 
 async def _declare(channel: AbstractChannel, topology: Topology) -> None:
@@ -111,7 +128,7 @@ async def declare_own(
     and the exchanges it publishes to. Exchanges it only reads from, and the dead-letter
     exchange, must exist already (``orderflow setup``): they are checked passively.
     """
-    try:
+    with _refusals():
         for name in publishes:
             await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
         await channel.declare_exchange(DEAD_LETTER_EXCHANGE, passive=True)
@@ -125,17 +142,3 @@ async def declare_own(
             queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
             for binding in spec.bindings:
                 await queue.bind(binding.exchange, routing_key=binding.routing_key)
-    except aiormq.exceptions.ChannelNotFoundEntity as exc:
-        raise ConfigurationError(
-            f"{exc}: declare the topology first with `orderflow setup`"
-        ) from None
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        raise ConfigurationError(
-            f"the broker refused the topology: {exc}; drain and delete the queue, then run "
-            "`orderflow setup` again"
-        ) from None
-    except aiormq.exceptions.ChannelAccessRefused as exc:
-        raise ConfigurationError(
-            f"the broker refused an operation: {exc}; `orderflow setup` "
-            "grants each service user its permissions"
-        ) from None

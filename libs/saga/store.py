@@ -30,6 +30,15 @@ class Loaded:
     traceparent: str | None
 
 
+# The log rows of a transition, written only if the instance row was (CTE `written`); the
+# parameters $1 saga, $2 id, $3 status, $10 trace id, $11-$13 the entries' columns.
+_LOG_ROWS = """
+               INSERT INTO saga_log (saga, saga_id, event, step, status, detail, trace_id)
+               SELECT $1, $2, e.event, e.step, $3, e.detail::jsonb, $10
+                 FROM unnest($11::text[], $12::text[], $13::text[]) AS e(event, step, detail)
+                WHERE EXISTS (SELECT 1 FROM {written})"""
+
+
 def _log_columns(entries: tuple[LogEntry, ...]) -> tuple[list[str], list[str | None], list[str]]:
     return (
         [e.event for e in entries],
@@ -49,15 +58,11 @@ async def insert(
 ) -> bool:
     """Create the instance and log its first entries (one statement); False when it existed."""
     created = await conn.fetchval(
-        """WITH i AS (
+        f"""WITH i AS (
                INSERT INTO saga_instance (saga, id, status, step, attempt, state, version,
                                           deadline_at, traceparent)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING 1),
-           l AS (
-               INSERT INTO saga_log (saga, saga_id, event, step, status, detail, trace_id)
-               SELECT $1, $2, e.event, e.step, $3, e.detail::jsonb, $10
-                 FROM unnest($11::text[], $12::text[], $13::text[]) AS e(event, step, detail)
-                WHERE EXISTS (SELECT 1 FROM i))
+           l AS ({_LOG_ROWS.format(written="i")})
            SELECT count(*) FROM i""",
         saga,
         state.id,
@@ -86,17 +91,13 @@ async def save_transition(
     """Update the instance (if its version is still ``previous_version``) and append its log
     entries in one statement: one round trip per transition instead of two."""
     updated = await conn.fetchval(
-        """WITH u AS (
+        f"""WITH u AS (
                UPDATE saga_instance
                   SET status = $3, step = $4, attempt = $5, state = $6, version = $7,
                       deadline_at = $8, updated_at = clock_timestamp()
                 WHERE saga = $1 AND id = $2 AND version = $9
             RETURNING 1),
-           l AS (
-               INSERT INTO saga_log (saga, saga_id, event, step, status, detail, trace_id)
-               SELECT $1, $2, e.event, e.step, $3, e.detail::jsonb, $10
-                 FROM unnest($11::text[], $12::text[], $13::text[]) AS e(event, step, detail)
-                WHERE EXISTS (SELECT 1 FROM u))
+           l AS ({_LOG_ROWS.format(written="u")})
            SELECT count(*) FROM u""",
         saga,
         state.id,

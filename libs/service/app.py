@@ -109,7 +109,7 @@ async def serve(
         tasks.append(asyncio.create_task(relay.run(), name="relay"))
     wakeup = Wakeup(relay)
     runtime = Runtime(settings, pool, wakeup, relay, stopping)
-    consumer: QueueConsumer | None = None
+    consumers: list[QueueConsumer] = []
     runner: MessageRunner | None = None
     if mode != "only":
         runner = MessageRunner(
@@ -124,15 +124,22 @@ async def serve(
             settings=settings.consumer,
             faults=faults,
         )
-        consumer = QueueConsumer(
-            connection,
-            queue=definition.queue,
-            prefetch=settings.consumer.prefetch,
-            process=runner,
-            process_batch=runner.process_batch if settings.consumer.batch else None,
-            max_batch=settings.consumer.max_batch,
-        )
-        await consumer.start()
+        # Batch mode: several workers, each on its own channel (so that its multiple=True ack
+        # can only cover its own deliveries), share the pool: batching's economy with the
+        # parallelism of several database connections. Per-message mode: one channel, with
+        # `prefetch` deliveries handled concurrently.
+        workers = settings.consumer.workers if settings.consumer.batch else 1
+        for _ in range(workers):
+            consumer = QueueConsumer(
+                connection,
+                queue=definition.queue,
+                prefetch=max(1, settings.consumer.prefetch // workers),
+                process=runner,
+                process_batch=runner.process_batch if settings.consumer.batch else None,
+                max_batch=settings.consumer.max_batch,
+            )
+            await consumer.start()
+            consumers.append(consumer)
         tasks += [asyncio.create_task(b(runtime), name="background") for b in definition.background]
     log.info("service.started", relay=mode, queue=definition.queue, pid=os.getpid())
     ready_file = os.environ.get("ORDERFLOW_READY_FILE")  # for container health checks
@@ -146,8 +153,7 @@ async def serve(
         _mark_ready(ready_file, ready=False)
     if runner is not None:
         runner.stop()
-    if consumer is not None:
-        await consumer.stop(grace=20)
+    await asyncio.gather(*(c.stop(grace=20) for c in consumers))
     for stop in definition.on_stop:
         stop()
     if relay is not None:

@@ -172,14 +172,7 @@ class MessageRunner:
             f"process {delivery.routing_key or self.queue}",
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": delivery.exchange or "",
-                "messaging.rabbitmq.destination.routing_key": delivery.routing_key or "",
-                "messaging.message.id": delivery.message_id or "",
-                "messaging.consumer.group.name": self.queue,
-            },
+            attributes=self._span_attributes(delivery, None),
         ) as span:
             try:
                 envelope, message, handler = self._read(delivery)

@@ -99,11 +99,11 @@ async def purge(env: Env) -> None:
     await channel.close()
 
 
-async def raw_publish_rate(env: Env, *, count: int, window: int = 256) -> float:
-    """aio-pika publish with confirms, ``window`` messages in flight."""
+def outgoing(count: int) -> list[Outgoing]:
+    """``count`` ready-to-publish benchmark events (built before any clock starts)."""
     from libs.messages import codec
 
-    messages = [
+    return [
         Outgoing(
             exchange="bench.events",
             routing_key="bench.happened.v1",
@@ -114,6 +114,11 @@ async def raw_publish_rate(env: Env, *, count: int, window: int = 256) -> float:
         )
         for e in (_envelope(i) for i in range(count))
     ]
+
+
+async def raw_publish_rate(env: Env, *, count: int, window: int = 256) -> float:
+    """aio-pika publish with confirms, ``window`` messages in flight."""
+    messages = outgoing(count)
     started = time.perf_counter()
     for start in range(0, count, window):
         outcomes = await env.publisher.publish_many(messages[start : start + window])

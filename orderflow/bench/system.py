@@ -21,8 +21,6 @@ from contextlib import AsyncExitStack
 from decimal import Decimal
 from typing import Any
 
-from libs.messages import codec
-from libs.messaging.publisher import Outgoing
 from libs.pg.pool import create_pool
 from libs.settings import Settings
 from orderflow.bench import relay as relay_bench
@@ -36,17 +34,7 @@ MESSAGES_PER_SAGA = 8  # deliveries: PlaceOrder, OrderCreated, ProcessPayment, P
 
 async def raw_consume_rate(env: relay_bench.Env, *, count: int) -> float:
     """Consume-with-ack rate from a quorum queue holding ``count`` messages (prefetch 256)."""
-    messages = [
-        Outgoing(
-            exchange="bench.events",
-            routing_key="bench.happened.v1",
-            body=codec.encode(e),
-            message_id=e.id,
-            type=e.type,
-            timestamp=e.time,
-        )
-        for e in (relay_bench._envelope(i) for i in range(count))
-    ]
+    messages = relay_bench.outgoing(count)
     for start in range(0, count, 256):
         await env.publisher.publish_many(messages[start : start + 256])
     channel = await env.connection.channel()

@@ -162,16 +162,15 @@ async def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float =
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-@asynccontextmanager
-async def running_consumer(
+def make_runner(
     s: Stack,
     *,
     relay: OutboxRelay | None = None,
     settings: ConsumerSettings | None = None,
     handler: Any = note_handler,
     faults: Faults = NO_FAULTS,
-) -> AsyncIterator[MessageRunner]:
-    runner = MessageRunner(
+) -> MessageRunner:
+    return MessageRunner(
         consumer="test_svc",
         queue=COMMANDS,
         source="/orderflow/test_svc",
@@ -183,6 +182,18 @@ async def running_consumer(
         settings=settings or ConsumerSettings(retry_base=0.01),
         faults=faults,
     )
+
+
+@asynccontextmanager
+async def running_consumer(
+    s: Stack,
+    *,
+    relay: OutboxRelay | None = None,
+    settings: ConsumerSettings | None = None,
+    handler: Any = note_handler,
+    faults: Faults = NO_FAULTS,
+) -> AsyncIterator[MessageRunner]:
+    runner = make_runner(s, relay=relay, settings=settings, handler=handler, faults=faults)
     consumer = QueueConsumer(s.connection, queue=COMMANDS, prefetch=8, process=runner)
     await consumer.start()
     try:

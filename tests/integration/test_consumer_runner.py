@@ -23,6 +23,7 @@ from .support import (
     Note,
     collect,
     command_message,
+    make_runner,
     note_handler,
     queue_depth,
     running_consumer,
@@ -239,9 +240,7 @@ async def test_a_message_that_crashes_its_consumer_every_time_ends_in_the_dead_l
 async def test_a_batch_with_duplicates_and_poison_applies_each_message_once_and_settles_all(
     amqp_url: str, pg_dsn: str
 ) -> None:
-    from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
-    from libs.outbox.relay import Wakeup
-    from libs.service.runner import MessageRunner
+    from libs.messaging.consumer import QueueConsumer
 
     async with stack(amqp_url, pg_dsn) as s:
         # queue everything first, so that the consumer takes it in batches
@@ -251,17 +250,7 @@ async def test_a_batch_with_duplicates_and_poison_applies_each_message_once_and_
         for _ in range(3):
             await publish(s, command_message(Note(key="b", seq=1000), message_id=repeated))
         await publish(s, _raw(b"{oops"))
-        runner = MessageRunner(
-            consumer="test_svc",
-            queue=COMMANDS,
-            source="/orderflow/test_svc",
-            pool=s.pool,
-            registry=REGISTRY,
-            handlers={Note: note_handler},
-            dead_letters=DeadLetterPublisher(s.publisher, service="test_svc"),
-            wakeup=Wakeup(None),
-            settings=ConsumerSettings(retry_base=0.01),
-        )
+        runner = make_runner(s)
         batches: list[int] = []
 
         async def recording(deliveries: list) -> None:  # type: ignore[type-arg]
@@ -294,9 +283,7 @@ async def test_a_batch_with_duplicates_and_poison_applies_each_message_once_and_
 async def test_a_batch_whose_transaction_fails_falls_back_to_one_by_one(
     amqp_url: str, pg_dsn: str
 ) -> None:
-    from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
-    from libs.outbox.relay import Wakeup
-    from libs.service.runner import MessageRunner
+    from libs.messaging.consumer import QueueConsumer
 
     async def strict(message: Note, ctx: HandlerContext) -> None:
         await note_handler(message, ctx)
@@ -306,17 +293,7 @@ async def test_a_batch_whose_transaction_fails_falls_back_to_one_by_one(
     async with stack(amqp_url, pg_dsn) as s:
         for n in range(30):
             await publish(s, command_message(Note(key="f", seq=n)))
-        runner = MessageRunner(
-            consumer="test_svc",
-            queue=COMMANDS,
-            source="/orderflow/test_svc",
-            pool=s.pool,
-            registry=REGISTRY,
-            handlers={Note: strict},
-            dead_letters=DeadLetterPublisher(s.publisher, service="test_svc"),
-            wakeup=Wakeup(None),
-            settings=ConsumerSettings(retry_base=0.01),
-        )
+        runner = make_runner(s, handler=strict)
         consumer = QueueConsumer(
             s.connection,
             queue=COMMANDS,
