@@ -43,7 +43,7 @@ class ConsumerSettings(BaseModel):
     )
     max_batch: int = Field(default=128, ge=1, le=10_000)
     workers: int = Field(
-        default=4,
+        default=1,
         ge=1,
         le=64,
         description="batch workers per service, each on its own channel with prefetch/workers",
