@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     """The operator's broker URL (setup, CLI). Services replace its user with their own."""
     amqp_service_users: bool = True
     """Services log in as ``orderflow_<service>`` with their own password and permissions."""
+    amqp_user_prefix: str = Field(default="orderflow_", pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    """Service users are ``<prefix><service>`` (users are global to the broker, not per vhost:
+    a test or a second installation on the same broker uses a prefix of its own)."""
     amqp_password: SecretStr | None = None
     amqp_password_file: Path | None = None
     amqp_ca_file: Path | None = None
@@ -122,7 +125,7 @@ class Settings(BaseSettings):
         """The broker URL a service connects with: its own user, its own password."""
         if not self.amqp_service_users:
             return self.amqp_url
-        user = broker_user(service)
+        user = self.broker_user(service)
         password = read_secret(
             value=self.amqp_password,
             file=self.amqp_password_file,
@@ -135,6 +138,9 @@ class Settings(BaseSettings):
                 f"{self.secrets_dir}/amqp_{user}) or set ORDERFLOW_AMQP_PASSWORD(_FILE)"
             )
         return with_credentials(self.amqp_url, user=user, password=password)
+
+    def broker_user(self, service: str) -> str:
+        return f"{self.amqp_user_prefix}{service}"
 
     def amqp_ssl_context(self) -> ssl.SSLContext | None:
         """TLS for ``amqps://`` URLs: the CA to trust and, if given, this client's certificate."""
@@ -160,7 +166,3 @@ class Settings(BaseSettings):
             return dsns[service]
         except KeyError:
             raise ValueError(f"unknown service {service!r}; expected one of {SERVICES}") from None
-
-
-def broker_user(service: str) -> str:
-    return f"orderflow_{service}"

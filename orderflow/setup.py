@@ -14,7 +14,7 @@ from libs.pg.admin import database_of, ensure_database, quote_ident
 from libs.pg.migrations import apply
 from libs.pg.pool import connect
 from libs.secrets import ensure_secret_file, user_of
-from libs.settings import Settings, broker_user
+from libs.settings import Settings
 from orderflow import demo_data
 from orderflow.system import SERVICES, migrations
 
@@ -95,7 +95,7 @@ async def _broker(settings: Settings, *, reset: bool) -> None:
         await connection.close()
     if settings.amqp_service_users:
         for service in SERVICES:
-            user = broker_user(service)
+            user = settings.broker_user(service)
             password = (
                 settings.amqp_password.get_secret_value()
                 if settings.amqp_password

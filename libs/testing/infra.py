@@ -83,3 +83,11 @@ async def temporary_database(
         yield dsn
     finally:
         await drop_database(admin_dsn, name)
+
+
+async def remove_service_users(env: dict[str, str]) -> None:
+    """Delete the broker users :func:`service_env` named."""
+    from libs.messaging.admin import delete_user
+
+    for service in ("order_svc", "payment_svc", "inventory_svc", "saga"):
+        await delete_user(env["ORDERFLOW_AMQP_USER_PREFIX"] + service)

@@ -30,7 +30,7 @@ from pathlib import Path
 from libs.messaging.connection import connect as amqp_connect
 from libs.pg.admin import database_of, drop_database
 from libs.settings import Settings
-from libs.testing.infra import service_env, temporary_vhost
+from libs.testing.infra import remove_service_users, service_env, temporary_vhost
 from orderflow.chaos.poison import FORGED_LOG_LINE
 from orderflow.chaos.scenarios import SCENARIOS, Context, Scenario
 from orderflow.check import check
@@ -84,6 +84,7 @@ async def isolated(base: Settings) -> AsyncIterator[dict[str, str]]:
         )
         secrets = stack.enter_context(tempfile.TemporaryDirectory(prefix="ofchaos-secrets-"))
         env = service_env(base.pg_admin_dsn, url, prefix="ofchaos", secrets_dir=secrets)
+        stack.push_async_callback(remove_service_users, env)
         for key in (
             "ORDERFLOW_ORDER_DSN",
             "ORDERFLOW_PAYMENT_DSN",

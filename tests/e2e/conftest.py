@@ -18,7 +18,7 @@ import pytest
 
 from libs.pg.admin import database_of, drop_database
 from libs.settings import Settings
-from libs.testing.infra import service_env, temporary_vhost
+from libs.testing.infra import remove_service_users, service_env, temporary_vhost
 from orderflow.check import CheckReport, check
 from orderflow.client import OrderClient
 from orderflow.setup import setup
@@ -92,7 +92,9 @@ async def isolated_env(
         amqp_url = await stack.enter_async_context(temporary_vhost(AMQP_BASE, prefix="ofe2e"))
         secrets = stack.enter_context(tempfile.TemporaryDirectory(prefix="ofe2e-secrets-"))
         env = service_env(ADMIN_DSN, amqp_url, prefix="ofe2e", secrets_dir=secrets)
+        stack.push_async_callback(remove_service_users, env)
         for name, value in (secret_values or {}).items():  # planted before setup reads them
+            name = name.replace("{users}", env["ORDERFLOW_AMQP_USER_PREFIX"])
             (Path(secrets) / name).write_text(value)
         for key in (
             "ORDERFLOW_ORDER_DSN",

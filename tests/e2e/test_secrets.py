@@ -22,7 +22,7 @@ async def test_canary_secrets_stay_out_of_every_log_span_dead_letter_and_error()
     canary = "CANARY" + uuid.uuid4().hex
     planted = {}
     for service in SERVICES:
-        planted[f"amqp_orderflow_{service}"] = f"{canary}amqp{service}"
+        planted[f"amqp_{{users}}{service}"] = f"{canary}amqp{service}"
         planted[f"pg_orderflow_{service}"] = f"{canary}pg{service}"
     with OtlpReceiver() as receiver:
         env = {
@@ -62,8 +62,9 @@ async def test_canary_secrets_stay_out_of_every_log_span_dead_letter_and_error()
                 "order_svc", "ALTER TABLE lines_away RENAME TO order_lines", admin=True
             )
             # a wrong password for a service user: the error names the user, not the password
+            user = system.settings.broker_user("payment_svc")
             bad_url = system.env["ORDERFLOW_AMQP_URL"].replace(
-                "guest:guest", f"orderflow_payment_svc:{canary}wrong"
+                "guest:guest", f"{user}:{canary}wrong"
             )
             code, out = await cli(
                 {**system.env, "ORDERFLOW_AMQP_URL": bad_url},

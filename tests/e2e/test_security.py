@@ -65,7 +65,7 @@ async def test_payment_svc_can_do_its_own_work(provisioned: Settings) -> None:
     connection, channel = await payment_channel(provisioned)
     events = await channel.get_exchange("payment.events", ensure=False)
     await events.publish(
-        message("orderflow_payment_svc"), routing_key="payment.payment_captured.v1"
+        message(provisioned.broker_user("payment_svc")), routing_key="payment.payment_captured.v1"
     )
     queue = await channel.get_queue("payment_svc.commands", ensure=False)
     assert await queue.get(fail=False) is None  # allowed to read its own (empty) queue
@@ -79,7 +79,8 @@ async def test_payment_svc_may_not_publish_to_inventory_commands(provisioned: Se
         aiormq.exceptions.ChannelAccessRefused, match=r"access to exchange 'inventory\.commands'"
     ):
         await exchange.publish(
-            message("orderflow_payment_svc"), routing_key="inventory.reserve_inventory.v1"
+            message(provisioned.broker_user("payment_svc")),
+            routing_key="inventory.reserve_inventory.v1",
         )
     await connection.close()
 
@@ -110,7 +111,7 @@ async def test_a_message_with_a_forged_sender_is_refused_by_the_broker(
     events = await channel.get_exchange("payment.events", ensure=False)
     with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed, match="user_id"):
         await events.publish(
-            message("orderflow_order_svc"), routing_key="payment.payment_captured.v1"
+            message(provisioned.broker_user("order_svc")), routing_key="payment.payment_captured.v1"
         )
     await connection.close()
 
@@ -163,7 +164,8 @@ async def test_amqp_over_tls_with_a_client_certificate_and_nothing_less(
         channel = await connection.channel(publisher_confirms=True)
         events = await channel.get_exchange("payment.events", ensure=False)
         await events.publish(
-            message("orderflow_payment_svc"), routing_key="payment.payment_refunded.v1"
+            message(provisioned.broker_user("payment_svc")),
+            routing_key="payment.payment_refunded.v1",
         )
         assert connection.transport is not None
         await connection.close()
