@@ -363,6 +363,13 @@ class MessageRunner:
                 for key, (delivery, envelope, message, handler) in zip(keys, items, strict=True):
                     if key not in fresh or key in done:
                         self.stats.duplicates += 1
+                        log.info(
+                            "consumer.duplicate",
+                            message_id=delivery.message_id,
+                            message_type=delivery.type,
+                            queue=self.queue,
+                            batched=True,
+                        )
                         continue
                     done.add(key)
                     await self._handle_in_batch(conn, writer, delivery, envelope, message, handler)
