@@ -30,11 +30,14 @@ def dsn_for(admin_dsn: str, database: str, *, user: str | None = None) -> str:
 
 def service_env(admin_dsn: str, amqp_url: str, *, prefix: str, secrets_dir: str) -> dict[str, str]:
     """ORDERFLOW_* variables for a whole system in fresh databases (names start with ``prefix``):
-    services connect as their own least-privilege roles, with secrets in ``secrets_dir``."""
+    services connect as their own least-privilege roles, with secrets in ``secrets_dir``, and as
+    broker users of their own (``<prefix>_<random>_<service>``), so that a running
+    installation's users are never touched; :func:`remove_service_users` deletes them."""
     env = {
         "ORDERFLOW_AMQP_URL": amqp_url,
         "ORDERFLOW_PG_ADMIN_DSN": admin_dsn,
         "ORDERFLOW_SECRETS_DIR": secrets_dir,
+        "ORDERFLOW_AMQP_USER_PREFIX": unique_name(prefix) + "_",
     }
     for service, key in (
         ("order_svc", "ORDERFLOW_ORDER_DSN"),
