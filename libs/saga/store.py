@@ -39,6 +39,21 @@ _LOG_ROWS = """
                 WHERE EXISTS (SELECT 1 FROM {written})"""
 
 
+def _instance_columns(saga: str, state: SagaState) -> tuple[object, ...]:
+    """$1-$8 of the instance statements: saga, id, status, step, attempt, state, version,
+    deadline."""
+    return (
+        saga,
+        state.id,
+        state.status.value,
+        state.step,
+        state.attempt,
+        state.to_json(),
+        state.version,
+        state.deadline_at,
+    )
+
+
 def _log_columns(entries: tuple[LogEntry, ...]) -> tuple[list[str], list[str | None], list[str]]:
     return (
         [e.event for e in entries],
@@ -64,14 +79,7 @@ async def insert(
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING 1),
            l AS ({_LOG_ROWS.format(written="i")})
            SELECT count(*) FROM i""",
-        saga,
-        state.id,
-        state.status.value,
-        state.step,
-        state.attempt,
-        state.to_json(),
-        state.version,
-        state.deadline_at,
+        *_instance_columns(saga, state),
         traceparent,
         trace_id,
         *_log_columns(entries),
@@ -99,14 +107,7 @@ async def save_transition(
             RETURNING 1),
            l AS ({_LOG_ROWS.format(written="u")})
            SELECT count(*) FROM u""",
-        saga,
-        state.id,
-        state.status.value,
-        state.step,
-        state.attempt,
-        state.to_json(),
-        state.version,
-        state.deadline_at,
+        *_instance_columns(saga, state),
         previous_version,
         trace_id,
         *_log_columns(entries),
