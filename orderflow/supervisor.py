@@ -134,7 +134,9 @@ class Supervisor:
             self._say(child.name, child.service, line)
         code = await process.wait()
         child.exits.append(code)
-        if child.expected_exit or self._stopping:
+        # A newer process may already stand in for this one (restarted after a kill): its exit
+        # says nothing about the newer one, and must not start yet another.
+        if child.process is not process or child.expected_exit or self._stopping:
             return
         if self._restart:
             child.restarts += 1
@@ -142,7 +144,8 @@ class Supervisor:
                 f"{child.name} exited with code {code}; restarting it (restart #{child.restarts})"
             )
             await asyncio.sleep(1.0)
-            if not self._stopping:
+            # restart only if nobody else did meanwhile (a scenario's own restart, a heal)
+            if not self._stopping and child.process is process:
                 await self.start(child)
         else:
             self._alarm(f"{child.name} exited with code {code}; not restarting it")

@@ -14,6 +14,7 @@ saying why, confirmed by the broker before the original is acked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -130,7 +131,7 @@ class QueueConsumer:
         """Stop taking deliveries, finish those in flight, close the channel."""
         if self._queue is not None and self._tag is not None:
             try:
-                await self._queue.cancel(self._tag)
+                await asyncio.wait_for(self._queue.cancel(self._tag), 5)
             except Exception as exc:  # the channel may already be gone
                 log.warning("consumer.cancel_failed", queue=self._queue_name, error=str(exc))
         try:
@@ -140,7 +141,8 @@ class QueueConsumer:
         if self._worker is not None:
             self._worker.cancel()
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._channel.close(), 5)
 
 
 async def settle(delivery: AbstractIncomingMessage, *, ack: bool, multiple: bool = False) -> None:

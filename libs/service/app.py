@@ -153,7 +153,9 @@ async def serve(
         _mark_ready(ready_file, ready=False)
     if runner is not None:
         runner.stop()
-    await asyncio.gather(*(c.stop(grace=20) for c in consumers))
+    # Every step is bounded: a broker or database that is gone must not keep the process alive.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(c.stop(grace=20) for c in consumers)), 25)
     for stop in definition.on_stop:
         stop()
     if relay is not None:
@@ -161,9 +163,9 @@ async def serve(
     for task in tasks:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=10)
-    await publisher.close()
-    await connection.close()
-    await pool.close()
+    for closing in (publisher.close(), connection.close(), pool.close()):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(closing, 5)
     shutdown_tracing()
     log.info("service.stopped")
 
