@@ -10,6 +10,7 @@ Nothing is reported as sent that the broker did not confirm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,6 +116,11 @@ class Publisher:
         """Publish all, pipelined; one outcome per message, in order."""
         if not messages:
             return []
+        # Resolve exchanges first: concurrent first lookups could resume out of order and
+        # reorder the batch (per-aggregate order relies on publish order).
+        for name in dict.fromkeys(m.exchange for m in messages):
+            with contextlib.suppress(Exception):
+                await self._exchange(name)
         return list(await asyncio.gather(*(self._publish_one(m) for m in messages)))
 
     async def publish(self, message: Outgoing) -> None:
