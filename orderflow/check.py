@@ -37,10 +37,11 @@ class CheckReport:
         self.violations.append(text)
 
 
-async def _fetch(dsn: str, query: str) -> list[Any]:
+async def _fetch(dsn: str, *queries: str) -> list[list[Any]]:
+    """Several queries on one connection to one database."""
     conn = await connect(dsn)
     try:
-        return list(await conn.fetch(query))
+        return [list(await conn.fetch(query)) for query in queries]
     finally:
         await conn.close()
 
@@ -49,25 +50,26 @@ async def check(
     settings: Settings, *, allow_pending: bool = False, deadline_grace: float = 2.0
 ) -> CheckReport:
     report = CheckReport()
-    orders = await _fetch(
-        settings.order_dsn, "SELECT id::text, customer_id, status, total, reason FROM orders"
+    orders, lines = await _fetch(
+        settings.dsn_for("order_svc"),
+        "SELECT id::text, customer_id, status, total, reason FROM orders",
+        "SELECT order_id::text, sku, quantity FROM order_lines",
     )
-    lines = await _fetch(
-        settings.order_dsn, "SELECT order_id::text, sku, quantity FROM order_lines"
-    )
-    sagas = await _fetch(
-        settings.saga_dsn,
+    [sagas] = await _fetch(
+        settings.dsn_for("saga"),
         f"""SELECT id, status, step,
-        deadline_at < clock_timestamp() - interval '{deadline_grace} seconds' AS overdue
-        FROM saga_instance WHERE saga = 'order'""",
+            deadline_at < clock_timestamp() - interval '{deadline_grace} seconds' AS overdue
+            FROM saga_instance WHERE saga = 'order'""",
     )
-    customers = await _fetch(
-        settings.payment_dsn, "SELECT id, balance, opening_balance FROM customers"
+    customers, ledger = await _fetch(
+        settings.dsn_for("payment_svc"),
+        "SELECT id, balance, opening_balance FROM customers",
+        "SELECT order_id::text, kind, amount FROM ledger",
     )
-    ledger = await _fetch(settings.payment_dsn, "SELECT order_id::text, kind, amount FROM ledger")
-    stock = await _fetch(settings.inventory_dsn, "SELECT sku, on_hand, opening_on_hand FROM stock")
-    reservations = await _fetch(
-        settings.inventory_dsn, "SELECT order_id::text, status FROM reservations"
+    stock, reservations = await _fetch(
+        settings.dsn_for("inventory_svc"),
+        "SELECT sku, on_hand, opening_on_hand FROM stock",
+        "SELECT order_id::text, status FROM reservations",
     )
 
     by_status: dict[str, int] = defaultdict(int)
@@ -164,7 +166,7 @@ async def check(
     # -- outboxes ------------------------------------------------------------------------
     backlog: dict[str, int] = {}
     for service in SERVICES:
-        [row] = await _fetch(
+        [[row]] = await _fetch(
             settings.dsn_for(service),
             """SELECT
             count(*) FILTER (WHERE published_at IS NULL AND dead_at IS NULL) AS pending,

@@ -28,7 +28,7 @@ class SagaView:
 
 
 async def saga_view(settings: Settings, order_id: str) -> SagaView | None:
-    conn = await connect(settings.saga_dsn)
+    conn = await connect(settings.dsn_for("saga"))
     try:
         instance = await store.get_instance(conn, saga=SAGA, saga_id=order_id)
         if instance is None:
@@ -44,7 +44,7 @@ async def saga_view(settings: Settings, order_id: str) -> SagaView | None:
 async def list_sagas(
     settings: Settings, *, state: str | None, stuck: bool, now: datetime, limit: int
 ) -> list[InstanceRow]:
-    conn = await connect(settings.saga_dsn)
+    conn = await connect(settings.dsn_for("saga"))
     try:
         return await store.list_instances(
             conn, saga=SAGA, status=state, limit=limit, stuck_before=now if stuck else None
@@ -56,7 +56,7 @@ async def list_sagas(
 async def list_orders(
     settings: Settings, *, status: str | None, limit: int
 ) -> list[dict[str, Any]]:
-    conn = await connect(settings.order_dsn)
+    conn = await connect(settings.dsn_for("order_svc"))
     try:
         rows = await conn.fetch(
             """SELECT id::text, customer_id, status, total, currency, reason,
@@ -72,7 +72,7 @@ async def list_orders(
 
 
 async def order_exists(settings: Settings, order_id: str) -> bool:
-    conn = await connect(settings.order_dsn)
+    conn = await connect(settings.dsn_for("order_svc"))
     try:
         return bool(await conn.fetchval("SELECT 1 FROM orders WHERE id::text = $1", order_id))
     finally:

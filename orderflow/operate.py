@@ -20,7 +20,7 @@ class NoSuchSaga(OrderflowError):
 
 async def act(settings: Settings, order_id: str, action: Input) -> Transition:
     coord = coordinator(settings)
-    conn = await connect(settings.saga_dsn, application_name="orderflow-cli")
+    conn = await connect(settings.dsn_for("saga"), application_name="orderflow-cli")
     try:
         writer = OutboxWriter()
         async with conn.transaction():

@@ -125,7 +125,7 @@ async def _place_all(
 async def _statuses(settings: Settings, order_ids: list[str]) -> dict[str, str]:
     from libs.pg.pool import connect
 
-    conn = await connect(settings.order_dsn)
+    conn = await connect(settings.dsn_for("order_svc"))
     try:
         rows = await conn.fetch(
             "SELECT id::text, status FROM orders WHERE id::text = ANY($1::text[])", order_ids
