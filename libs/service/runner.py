@@ -263,15 +263,7 @@ class MessageRunner:
             ctx = HandlerContext(
                 conn=conn, envelope=envelope, registry=self._registry, source=self._source
             )
-            with _tracer.start_as_current_span(
-                "postgresql transaction",
-                kind=SpanKind.CLIENT,
-                attributes={
-                    "db.system": "postgresql",
-                    "db.operation.name": "TRANSACTION",
-                    "orderflow.handler": getattr(handler, "__qualname__", repr(handler)),
-                },
-            ):
+            with _db_span(handler, batched=False):
                 async with conn.transaction():
                     fresh = await inbox.claim(
                         conn,
@@ -401,16 +393,7 @@ class MessageRunner:
                     kind=SpanKind.CONSUMER,
                     attributes=self._span_attributes(delivery, envelope),
                 ),
-                _tracer.start_as_current_span(
-                    "postgresql transaction",
-                    kind=SpanKind.CLIENT,
-                    attributes={
-                        "db.system": "postgresql",
-                        "db.operation.name": "TRANSACTION",
-                        "orderflow.handler": getattr(handler, "__qualname__", repr(handler)),
-                        "orderflow.batched": True,
-                    },
-                ),
+                _db_span(handler, batched=True),
             ):
                 ctx = HandlerContext(
                     conn=conn,
@@ -443,7 +426,8 @@ class MessageRunner:
     async def _publish_dead_letter(
         self, delivery: Delivery, error: BaseException, *, attempts: int
     ) -> bool:
-        """Dead-letter without settling; False when the broker did not confirm it."""
+        """Dead-letter without settling; False when the broker did not confirm it, after a pause
+        (the caller requeues the delivery, which must not come straight back in a tight loop)."""
         try:
             await self._dead_letters.dead_letter(
                 delivery,
@@ -454,33 +438,37 @@ class MessageRunner:
         except (PublishError, OrderflowError) as exc:
             log.error("consumer.dead_letter_failed", error=str(exc))
             self.stats.requeued += 1
-            return False
-        self.stats.dead_lettered += 1
-        return True
-
-    async def _dead_letter(
-        self, delivery: Delivery, error: BaseException, *, attempts: int
-    ) -> None:
-        attempts = max(attempts, delivery_count(delivery))
-        try:
-            await self._dead_letters.dead_letter(
-                delivery, queue=self.queue, error=error, attempts=attempts
-            )
-        except (PublishError, OrderflowError) as exc:
-            # Not confirmed in the dead-letter queue: keep the original, try again later.
-            log.error("consumer.dead_letter_failed", error=str(exc))
             await asyncio.sleep(self._settings.retry_cap)
-            self.stats.requeued += 1
-            await settle(delivery, ack=False)
-            return
+            return False
         self.stats.dead_lettered += 1
         log.warning(
             "consumer.dead_lettered",
             error_class=type(error).__name__,
             error=str(error)[:300],
-            attempts=attempts,
+            attempts=max(attempts, delivery_count(delivery)),
         )
-        await settle(delivery, ack=True)
+        return True
+
+    async def _dead_letter(
+        self, delivery: Delivery, error: BaseException, *, attempts: int
+    ) -> None:
+        """Dead-letter and settle: ack once the dead letter is confirmed, else requeue."""
+        confirmed = await self._publish_dead_letter(delivery, error, attempts=attempts)
+        await settle(delivery, ack=confirmed)
+
+
+def _db_span(handler: Handler, *, batched: bool) -> Any:
+    """The CLIENT span around a handler's database work."""
+    return _tracer.start_as_current_span(
+        "postgresql transaction",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system": "postgresql",
+            "db.operation.name": "TRANSACTION",
+            "orderflow.handler": getattr(handler, "__qualname__", repr(handler)),
+            "orderflow.batched": batched,
+        },
+    )
 
 
 def _canonical(message_id: str) -> str:
