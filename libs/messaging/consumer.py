@@ -194,15 +194,7 @@ class DeadLetterPublisher:
             }
         )
         await self._publisher.publish(
-            Outgoing(
-                exchange=DEAD_LETTER_EXCHANGE,
-                routing_key=queue,
-                body=delivery.body,
-                message_id=delivery.message_id or "",
-                type=delivery.type or "",
-                timestamp=delivery.timestamp or utcnow(),
-                correlation_id=delivery.correlation_id,
-                headers=headers,
-                content_type=delivery.content_type or "application/octet-stream",
+            Outgoing.copy_of(
+                delivery, exchange=DEAD_LETTER_EXCHANGE, routing_key=queue, headers=headers
             )
         )

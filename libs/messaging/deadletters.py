@@ -147,16 +147,11 @@ async def replay(
                 }
                 headers["x-orderflow-replayed-at"] = utcnow().isoformat()
                 await publisher.publish(
-                    Outgoing(
+                    Outgoing.copy_of(
+                        message,
                         exchange=letter.exchange,
                         routing_key=letter.routing_key,
-                        body=message.body,
-                        message_id=letter.message_id,
-                        type=letter.type,
-                        timestamp=message.timestamp or utcnow(),
-                        correlation_id=message.correlation_id,
                         headers=headers,
-                        content_type=message.content_type or "application/octet-stream",
                     )
                 )
                 await message.ack()

@@ -13,12 +13,17 @@ import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
 
 from libs.errors import ConfirmUnknown, PublishError, PublishNacked, PublishUnroutable
 from libs.messages.envelope import CONTENT_TYPE
@@ -37,6 +42,29 @@ class Outgoing:
     correlation_id: str | None = None
     headers: Mapping[str, Any] = field(default_factory=dict)
     content_type: str = CONTENT_TYPE
+
+    @classmethod
+    def copy_of(
+        cls,
+        delivery: AbstractIncomingMessage,
+        *,
+        exchange: str,
+        routing_key: str,
+        headers: Mapping[str, Any],
+    ) -> Outgoing:
+        """A received message sent on again unchanged but for where it goes and its headers
+        (dead-lettering, replay): same body, id, type and properties."""
+        return cls(
+            exchange=exchange,
+            routing_key=routing_key,
+            body=delivery.body,
+            message_id=delivery.message_id or "",
+            type=delivery.type or "",
+            timestamp=delivery.timestamp or datetime.now(UTC),
+            correlation_id=delivery.correlation_id,
+            headers=headers,
+            content_type=delivery.content_type or "application/octet-stream",
+        )
 
 
 class Publisher:

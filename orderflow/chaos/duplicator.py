@@ -13,7 +13,6 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from libs.contracts import TOPOLOGY
-from libs.messages.envelope import utcnow
 from libs.messaging.publisher import Outgoing, Publisher
 
 MARK = "x-chaos-duplicate"
@@ -43,16 +42,11 @@ class Duplicator:
         headers[MARK] = 1
         outcome = await self._publisher.publish_many(
             [
-                Outgoing(
+                Outgoing.copy_of(
+                    message,
                     exchange=message.exchange or "",
                     routing_key=message.routing_key or "",
-                    body=message.body,
-                    message_id=message.message_id or "",
-                    type=message.type or "",
-                    timestamp=message.timestamp or utcnow(),
-                    correlation_id=message.correlation_id,
                     headers=headers,
-                    content_type=message.content_type or "",
                 )
             ]
         )
