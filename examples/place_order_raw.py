@@ -1,8 +1,11 @@
 """Place an order and follow it with nothing but aio-pika: the wire contract, no orderflow code.
 
+    python examples/place_order_raw.py amqp://guest:guest@127.0.0.1:5672/orderflow alice WIDGET:2
     python examples/place_order_raw.py amqp://guest:guest@127.0.0.1:5672/orderflow alice WIDGET:2:9.99
 
-Prints the order id, then each event about it on order.events, and exits at CONFIRMED/REJECTED.
+Items are SKU:QTY (charged the catalog's price) or SKU:QTY:PRICE (the price you were shown: the
+order is refused, with the reason, when it is not the catalog's). Prints the order id, then each
+event about it on order.events, and exits at CONFIRMED/REJECTED (every order gets one of them).
 """
 
 import asyncio
@@ -26,8 +29,11 @@ async def main(url: str, customer: str, items: list[str]) -> int:
     message_id = str(uuid.uuid4())
     lines = []
     for item in items:
-        sku, quantity, price = item.split(":")
-        lines.append({"sku": sku, "quantity": int(quantity), "unit_price": price})
+        sku, quantity, *price = item.split(":")
+        line: dict[str, object] = {"sku": sku, "quantity": int(quantity)}
+        if price:  # the price seen; leave it out to be charged the catalog's
+            line["unit_price"] = price[0]
+        lines.append(line)
     body = {
         "specversion": "1.0",
         "id": message_id,

@@ -1,4 +1,8 @@
-"""inventory_svc's routing table: message type → handler."""
+"""inventory_svc's routing table: message type → handler.
+
+Every handler takes its order's lock before it reads anything (``repository.lock_order``), so
+the commands of one order are decided one after the other, on committed state.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from libs.service.runner import Handler, HandlerContext
 
 
 async def on_reserve(command: ReserveInventory, ctx: HandlerContext) -> None:
+    await repository.lock_order(ctx.conn, command.order_id)  # first: see the repository's doc
     existing = await repository.get_reservation(ctx.conn, command.order_id)
     stock = (
         {} if existing else await repository.lock_stock(ctx.conn, (i.sku for i in command.items))
@@ -19,6 +24,7 @@ async def on_reserve(command: ReserveInventory, ctx: HandlerContext) -> None:
 
 
 async def on_release(command: ReleaseInventory, ctx: HandlerContext) -> None:
+    await repository.lock_order(ctx.conn, command.order_id)  # first: see the repository's doc
     existing = await repository.get_reservation(ctx.conn, command.order_id)
     stock = (
         await repository.lock_stock(ctx.conn, (sku for sku, _ in existing.lines))

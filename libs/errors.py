@@ -11,7 +11,8 @@ consumer runner decides what to do from the class alone::
      │    ├── MessageTooLarge         body over the configured limit
      │    ├── UnknownMessageType      no such type in the registry
      │    │    └── UnknownMessageVersion   the type exists, not in this version
-     │    └── InvalidMessageData      data fails the type's schema or limits
+     │    ├── InvalidMessageData      data fails the type's schema or limits
+     │    └── ImpostorMessage         a type sent by a broker user that does not own it
      ├── TransientError           retried with backoff, bounded, then dead-lettered
      │    ├── InfrastructureUnavailable   connection lost, server restarting
      │    └── ConcurrencyConflict          serialization failure (40001), deadlock (40P01)
@@ -55,6 +56,14 @@ class UnknownMessageVersion(UnknownMessageType):
 
 class InvalidMessageData(PoisonMessage):
     """The message's data does not satisfy its type's schema or limits."""
+
+
+class ImpostorMessage(PoisonMessage):
+    """A message type arrived from a broker user other than the one that owns it.
+
+    The broker verifies ``user_id`` against the publisher's login, so the property names who
+    really sent the message; a type owned by one service is accepted only from that service.
+    """
 
 
 class TransientError(OrderflowError):

@@ -4,7 +4,9 @@ Disabled unless ``ORDERFLOW_FAULTS`` is set (or a test passes its own :class:`Fa
 production a fault point is one dictionary lookup. Syntax: ``name=probability[,name=probability]``,
 e.g. ``consumer.after_commit=0.02,relay.after_publish=0.05``; ``ORDERFLOW_FAULTS_SEED`` makes the
 sequence of hits reproducible. A hit ends the process at once with exit code 137, as SIGKILL
-would: no finally blocks, no acks, no marks.
+would: no finally blocks, no acks, no marks. Just before, it writes one line to stderr,
+``fault.fired point=<name> pid=<pid>`` (:data:`MARKER`), so that the chaos harness can count the
+crashes that really happened at a named point, not the ones it hoped for.
 
 Points: ``consumer.after_commit`` (state committed, delivery not acked) and
 ``relay.after_publish`` (message confirmed by the broker, row not marked published).
@@ -19,10 +21,14 @@ from collections.abc import Callable, Mapping
 from libs.errors import ConfigurationError
 
 KNOWN_POINTS = frozenset({"consumer.after_commit", "relay.after_publish"})
+MARKER = "fault.fired"
+EXIT_CODE = 137
 
 
 def _die(point: str) -> None:
-    os._exit(137)
+    # os.write: unbuffered, nothing else runs before the exit (os._exit skips every flush)
+    os.write(2, f"{MARKER} point={point} pid={os.getpid()}\n".encode())
+    os._exit(EXIT_CODE)
 
 
 class Faults:

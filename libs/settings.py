@@ -7,7 +7,9 @@ Nested groups use ``__``: ``ORDERFLOW_RELAY__SWEEP_INTERVAL=2``. Every process b
 from __future__ import annotations
 
 import ssl
+from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
@@ -22,6 +24,10 @@ SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
 class RelaySettings(BaseModel):
     """How the outbox relay claims, publishes and retries."""
 
+    mode: Literal["in-process", "off", "only"] = Field(
+        default="in-process",
+        description="in-process: consumers and relay; off: consumers only; only: the relay only",
+    )
     batch_size: int = Field(default=256, ge=1, le=10_000)
     sweep_interval: float = Field(default=5.0, gt=0, description="safety sweep, seconds")
     standby_interval: float = Field(
@@ -71,6 +77,19 @@ class SagaSettings(BaseModel):
     )
 
 
+class OrderSettings(BaseModel):
+    """order_svc's limits on placing orders."""
+
+    max_total: Decimal = Field(
+        default=Decimal("100000.00"),
+        gt=0,
+        le=Decimal("1000000000"),
+        decimal_places=2,
+        allow_inf_nan=False,
+        description="an order whose total (at catalog prices) is over this is refused",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a process of orderflow reads from its environment."""
 
@@ -85,7 +104,13 @@ class Settings(BaseSettings):
     amqp_user_prefix: str = Field(default="orderflow_", pattern=r"^[a-z][a-z0-9_]{0,40}$")
     """Service users are ``<prefix><service>`` (users are global to the broker, not per vhost:
     a test or a second installation on the same broker uses a prefix of its own)."""
+    amqp_operator_user: str | None = None
+    """The operator's broker login (default: the user of ``amqp_url``). A service trusts it to
+    send any type (it administers the broker and replays dead letters); a service's environment
+    names it without its password."""
     amqp_password: SecretStr | None = None
+    """This process's own broker password (a service's). ``setup`` never gives it to several
+    users: each service user gets a password of its own."""
     amqp_password_file: Path | None = None
     amqp_ca_file: Path | None = None
     amqp_cert_file: Path | None = None
@@ -99,6 +124,9 @@ class Settings(BaseSettings):
     pg_password: SecretStr | None = None
     pg_password_file: Path | None = None
     secrets_dir: Path = Path("var/secrets")
+    secrets_per_service: bool = False
+    """``setup`` writes each service's secrets to ``<secrets_dir>/<service>/`` (one volume per
+    service in compose) instead of side by side."""
     pool_size: int = Field(default=8, ge=1, le=100)
     log_format: str = Field(default="json", pattern="^(json|console)$")
     log_level: str = "INFO"
@@ -106,6 +134,7 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     consumer: ConsumerSettings = ConsumerSettings()
     saga: SagaSettings = SagaSettings()
+    order: OrderSettings = OrderSettings()
 
     def dsn_for(self, service: str) -> str:
         """The DSN of one service's own database, with its role's password when one is known."""
@@ -141,6 +170,19 @@ class Settings(BaseSettings):
 
     def broker_user(self, service: str) -> str:
         return f"{self.amqp_user_prefix}{service}"
+
+    def service_login(self, service: str) -> str:
+        """The broker user a service actually logs in as (its own, or the operator's)."""
+        if self.amqp_service_users:
+            return self.broker_user(service)
+        return self.operator_user() or ""
+
+    def operator_user(self) -> str | None:
+        return self.amqp_operator_user or user_of(self.amqp_url)
+
+    def secrets_dir_of(self, service: str) -> Path:
+        """Where ``setup`` writes a service's secrets."""
+        return self.secrets_dir / service if self.secrets_per_service else self.secrets_dir
 
     def amqp_ssl_context(self) -> ssl.SSLContext | None:
         """TLS for ``amqps://`` URLs: the CA to trust and, if given, this client's certificate."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from libs.contracts.topology import QUEUES
 from libs.pg.migrations import Migration, load
 from libs.service.app import ServiceDefinition
-from order_svc.handlers import HANDLERS
+from libs.settings import Settings
+from order_svc import handlers
 
 NAME = "order_svc"
 
@@ -14,5 +15,11 @@ def migrations() -> list[Migration]:
     return load("order_svc.adapters", "order")
 
 
-def definition() -> ServiceDefinition:
-    return ServiceDefinition(name=NAME, queue=QUEUES[NAME].name, handlers=HANDLERS)
+def definition(settings: Settings | None = None) -> ServiceDefinition:
+    handlers.configure((settings or Settings()).order)
+    return ServiceDefinition(
+        name=NAME,
+        queue=QUEUES[NAME].name,
+        handlers=handlers.HANDLERS,
+        refusals=handlers.REFUSALS,
+    )

@@ -142,21 +142,37 @@ def up(
 
 
 @app.command()
-def check(json_out: Path | None = typer.Option(None, "--json")) -> None:
-    """Verify every invariant; print each violation; exit non-zero if any."""
+def check(
+    json_out: Path | None = typer.Option(None, "--json"),
+    allow_dead_letters: bool = typer.Option(
+        False,
+        "--allow-dead-letters",
+        help="list the broker's dead letters (with why they died) without failing",
+    ),
+) -> None:
+    """Verify every invariant on a quiet system; print each violation; exit non-zero if any."""
+    from rich.markup import escape
+
     from orderflow.check import check as do_check
 
-    report = run(do_check(_settings()))
+    report = run(do_check(_settings(), allow_dead_letters=allow_dead_letters, count_unacked=True))
     if json_out:
         json_out.write_text(
             json.dumps(
-                {"ok": report.ok, "violations": report.violations, "figures": report.figures},
+                {
+                    "ok": report.ok,
+                    "violations": report.violations,
+                    "notes": report.notes,
+                    "figures": report.figures,
+                },
                 indent=2,
                 default=str,
             )
         )
     for line in report.violations:
-        console.print(f"[red]✗[/] {line}")
+        console.print(f"[red]✗[/] {escape(line)}", highlight=False)
+    for line in report.notes:
+        console.print(f"[yellow]![/] {escape(line)}", highlight=False)
     console.print(f"orders: {report.figures.get('orders', {})}")
     if report.ok:
         console.print("[bold green]all invariants hold[/]")
@@ -168,10 +184,8 @@ def check(json_out: Path | None = typer.Option(None, "--json")) -> None:
 # -- orders -----------------------------------------------------------------------------------
 
 
-def parse_item(text: str) -> tuple[str, int, Decimal]:
-    """``SKU:QTY[:PRICE]``; the price defaults to the demo catalog's."""
-    from orderflow.demo_data import PRICES
-
+def parse_item(text: str) -> tuple[str, int, Decimal | None]:
+    """``SKU:QTY[:PRICE]``; without a price the order is charged the catalog's (order_svc's)."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0]:
         raise typer.BadParameter(
@@ -189,13 +203,8 @@ def parse_item(text: str) -> tuple[str, int, Decimal]:
             raise typer.BadParameter(f"{text!r}: {parts[2]!r} is not a price like 9.99") from None
         if not price.is_finite() or price < 0 or price.as_tuple().exponent < -2:  # type: ignore[operator]
             raise typer.BadParameter(f"{text!r}: a price is zero or more, with at most 2 decimals")
-    elif sku in PRICES:
-        price = PRICES[sku]
-    else:
-        raise typer.BadParameter(
-            f"{text!r}: unknown SKU {sku} has no catalog price; give one as {sku}:{parts[1]}:PRICE"
-        )
-    return sku, int(parts[1]), price
+        return sku, int(parts[1]), price
+    return sku, int(parts[1]), None
 
 
 @app.command("place-order")
@@ -427,6 +436,39 @@ def demo(
     )
 
 
+# -- catalog ----------------------------------------------------------------------------------
+
+catalog_app = typer.Typer(no_args_is_help=True, help="The prices orders are charged at.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("list")
+def catalog_list() -> None:
+    """List the catalog: every SKU with the unit price orders are charged."""
+    from orderflow.catalog import list_items
+
+    items = run(list_items(_settings()))
+    table = Table("sku", "name", "price", "updated")
+    for item in items:
+        table.add_row(
+            item.sku, item.name, f"{item.price} USD", item.updated_at.strftime("%Y-%m-%d %H:%M:%S")
+        )
+    console.print(table)
+    console.print(f"{len(items)} SKU(s)")
+
+
+@catalog_app.command("set-price")
+def catalog_set_price(
+    sku: str = typer.Argument(..., help="e.g. WIDGET"),
+    price: str = typer.Argument(..., help="the unit price, e.g. 9.99"),
+    name: str | None = typer.Option(None, "--name", help="add the SKU (or rename it)"),
+) -> None:
+    """Set a SKU's price for orders placed from now on; --name adds a new SKU."""
+    from orderflow.catalog import set_price
+
+    console.print(run(set_price(_settings(), sku, price, name=name)).describe(), highlight=False)
+
+
 # -- dead letters -----------------------------------------------------------------------------
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters of the queues and of the relays.")
@@ -482,11 +524,16 @@ def dlq_replay(
 
     if (letter_id is None) == (not all_):
         raise typer.BadParameter("give one dead letter id, or --all")
-    count = run(replay(_settings(), letter_id=letter_id, queue=queue))
-    if letter_id is not None and count == 0:
-        err.print(f"[bold red]error:[/] no dead letter {letter_id} (already replayed?)")
+    done = run(replay(_settings(), letter_id=letter_id, queue=queue))
+    for refused_id, why in done.refused:
+        err.print(f"[bold red]not replayed[/] {refused_id}: {why}", highlight=False)
+    if letter_id is not None and done.count == 0:
+        if not done.refused:
+            err.print(f"[bold red]error:[/] no dead letter {letter_id} (already replayed?)")
         raise typer.Exit(1)
-    console.print(f"replayed {count} dead letter(s)")
+    console.print(f"replayed {done.count} dead letter(s)")
+    if done.refused:
+        raise typer.Exit(1)
 
 
 @dlq_app.command("purge")

@@ -1,7 +1,9 @@
 """Placing orders and following them, over the wire contract only (what any AMQP client does).
 
 The client publishes ``order.place_order.v1`` to ``order.commands`` with confirms, and follows
-orders on ``order.events`` through an exclusive queue of its own. Each placed order starts a trace
+orders on ``order.events`` through an exclusive queue of its own. A line's price is optional: the
+catalog's price is charged, and a price given that is not the catalog's has the order refused
+(``OrderRejected`` with the reason). Every order placed this way ends CONFIRMED or REJECTED. Each placed order starts a trace
 (the CLI's PRODUCER span) that every service continues.
 """
 
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,7 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from libs.contracts import REGISTRY
 from libs.contracts.order import OrderConfirmed, OrderCreated, OrderRejected, PlaceOrder
-from libs.contracts.types import PricedLine
+from libs.contracts.types import QuotedLine
 from libs.messages import codec
 from libs.messaging.connection import connect
 from libs.messaging.publisher import Outgoing, Publisher
@@ -88,14 +91,16 @@ class OrderClient:
         self,
         *,
         customer_id: str,
-        items: list[tuple[str, int, Decimal]],
+        items: Sequence[tuple[str, int, Decimal | None]],
         order_id: str | None = None,
     ) -> Outcome:
+        """Publish one order; ``items`` are (SKU, quantity, price seen or None for the
+        catalog's)."""
         order_id = order_id or str(uuid.uuid4())
         command = PlaceOrder(
             order_id=order_id,
             customer_id=customer_id,
-            items=tuple(PricedLine(sku=s, quantity=q, unit_price=p) for s, q, p in items),
+            items=tuple(QuotedLine(sku=s, quantity=q, unit_price=p) for s, q, p in items),
         )
         with _tracer.start_as_current_span(
             "publish order.commands",

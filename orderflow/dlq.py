@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from libs.contracts import TOPOLOGY
+from libs.contracts import REGISTRY, TOPOLOGY
+from libs.contracts.permissions import allowed_senders
 from libs.errors import OrderflowError
 from libs.messaging import deadletters
 from libs.messaging.connection import connect as amqp_connect
@@ -92,18 +93,46 @@ async def list_letters(
     return letters
 
 
-async def replay(settings: Settings, *, letter_id: str | None, queue: str | None) -> int:
-    """Replay one letter (by id) or all (of a queue); returns how many were sent back."""
-    count = 0
+def replay_policy(settings: Settings) -> deadletters.ReplayPolicy:
+    """Replays go where the topology says the letter's queue consumes its type from."""
+    operator = settings.operator_user()
+
+    def exchange_of(type_name: str) -> str | None:
+        return REGISTRY.spec(type_name).exchange if type_name in REGISTRY else None
+
+    def senders_of(type_name: str) -> frozenset[str] | None:
+        exchange = exchange_of(type_name)
+        if exchange is None:
+            return frozenset()
+        return allowed_senders(
+            type_name, exchange, user_of=settings.service_login, operator=operator
+        )
+
+    return deadletters.ReplayPolicy(TOPOLOGY, exchange_of, senders_of)
+
+
+@dataclass
+class Replayed:
+    count: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (letter id, why)
+
+
+async def replay(settings: Settings, *, letter_id: str | None, queue: str | None) -> Replayed:
+    """Replay one letter (by id) or all (of a queue); says how many went and which stayed."""
+    done = Replayed()
     if letter_id is None or not letter_id.startswith("outbox:"):
         connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
         publisher = Publisher(connection)
         try:
-            count += len(
-                await deadletters.replay(
-                    connection, publisher, _queues(queue), message_id=letter_id
-                )
+            result = await deadletters.replay(
+                connection,
+                publisher,
+                _queues(queue),
+                policy=replay_policy(settings),
+                message_id=letter_id,
             )
+            done.count += len(result.replayed)
+            done.refused += [(letter.message_id, why) for letter, why in result.refused]
         finally:
             await publisher.close()
             await connection.close()
@@ -116,10 +145,10 @@ async def replay(settings: Settings, *, letter_id: str | None, queue: str | None
         for service in targets:
             conn = await connect(settings.dsn_for(service))
             try:
-                count += await outbox.replay_dead(conn, ids=ids)
+                done.count += await outbox.replay_dead(conn, ids=ids)
             finally:
                 await conn.close()
-    return count
+    return done
 
 
 async def purge(settings: Settings, *, queue: str | None) -> int:

@@ -2,10 +2,11 @@
 
 The mix is apportioned exactly (100 orders at 80/10/10 are 80, 10 and 10) and shuffled by
 ``random.Random(seed)``: the same seed gives the same sequence of kinds and quantities. Order ids are fresh each run, so a second run places new orders.
-Each kind has an outcome the demo data makes certain:
+Each kind has an outcome the demo data makes certain (orders send no price: they are charged the
+catalog's, 2.25 a sprocket, 24.50 a gadget and 149.00 a gizmo as seeded):
 
 - ``ok``: carol (a large balance) buys sprockets (plenty of stock) → CONFIRMED;
-- ``declined``: bob (25.00) buys gadgets for 49.00 → REJECTED by payment, nothing charged;
+- ``declined``: bob (25.00) buys 2 gadgets (49.00) → REJECTED by payment, nothing charged;
 - ``out-of-stock``: carol buys 10 gizmos (3 in stock) → charged, REJECTED by inventory, refunded.
 """
 
@@ -49,7 +50,7 @@ def parse_mix(text: str) -> dict[str, int]:
 class PlannedOrder:
     kind: str
     customer: str
-    items: tuple[tuple[str, int, Decimal], ...]
+    items: tuple[tuple[str, int, Decimal | None], ...]  # no price: the catalog's
 
 
 def apportion(orders: int, mix: dict[str, int]) -> dict[str, int]:
@@ -71,13 +72,11 @@ def plan(orders: int, mix: dict[str, int], seed: int) -> list[PlannedOrder]:
     out = []
     for kind in kinds:
         if kind == "ok":
-            out.append(
-                PlannedOrder(kind, "carol", (("SPROCKET", rng.randint(1, 3), Decimal("2.25")),))
-            )
+            out.append(PlannedOrder(kind, "carol", (("SPROCKET", rng.randint(1, 3), None),)))
         elif kind == "declined":
-            out.append(PlannedOrder(kind, "bob", (("GADGET", 2, Decimal("24.50")),)))
+            out.append(PlannedOrder(kind, "bob", (("GADGET", 2, None),)))
         else:
-            out.append(PlannedOrder(kind, "carol", (("GIZMO", 10, Decimal("149.00")),)))
+            out.append(PlannedOrder(kind, "carol", (("GIZMO", 10, None),)))
     return out
 
 

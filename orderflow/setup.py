@@ -15,7 +15,7 @@ from libs.pg.migrations import apply
 from libs.pg.pool import connect
 from libs.secrets import ensure_secret_file, user_of
 from libs.settings import Settings
-from orderflow import demo_data
+from orderflow import catalog, demo_data
 from orderflow.system import SERVICES, migrations
 
 
@@ -37,11 +37,8 @@ async def setup(settings: Settings, *, reset: bool = False, seed: bool = True) -
         least_privilege = runtime is not None and runtime != admin_user
         if least_privilege:
             assert runtime is not None
-            password = (
-                settings.pg_password.get_secret_value()
-                if settings.pg_password
-                else ensure_secret_file(settings.secrets_dir, f"pg_{runtime}")
-            )
+            # one password per role, never one for all: ORDERFLOW_PG_PASSWORD is a process's own
+            password = ensure_secret_file(settings.secrets_dir_of(service), f"pg_{runtime}")
             admin = await connect(settings.pg_admin_dsn)
             try:
                 await roles.ensure_roles(admin, runtime=runtime, password=password)
@@ -96,11 +93,8 @@ async def _broker(settings: Settings, *, reset: bool) -> None:
     if settings.amqp_service_users:
         for service in SERVICES:
             user = settings.broker_user(service)
-            password = (
-                settings.amqp_password.get_secret_value()
-                if settings.amqp_password
-                else ensure_secret_file(settings.secrets_dir, f"amqp_{user}")
-            )
+            # one password per user, never one for all: ORDERFLOW_AMQP_PASSWORD is a process's own
+            password = ensure_secret_file(settings.secrets_dir_of(service), f"amqp_{user}")
             perms = broker_permissions(service)
             await ensure_user(
                 user,
@@ -113,7 +107,7 @@ async def _broker(settings: Settings, *, reset: bool) -> None:
 
 
 _TABLES = {
-    "order_svc": "order_lines, orders",
+    "order_svc": "order_lines, orders, catalog",
     "payment_svc": "ledger, payments, customers",
     "inventory_svc": "reservation_lines, reservations, stock",
     "saga": "saga_log, saga_instance",
@@ -125,7 +119,13 @@ async def _reset(conn, service: str) -> None:  # type: ignore[no-untyped-def]
 
 
 async def seed_demo(settings: Settings) -> None:
-    """Demo customers and stock; existing rows are left as they are."""
+    """Demo catalog prices, customers and stock; existing rows (an operator's price) are left as
+    they are."""
+    conn = await connect(_admin_dsn_for(settings, database_of(settings.dsn_for("order_svc"))))
+    try:
+        await catalog.seed(conn, [(sku, name, price) for sku, name, price, _ in demo_data.CATALOG])
+    finally:
+        await conn.close()
     conn = await connect(_admin_dsn_for(settings, database_of(settings.dsn_for("payment_svc"))))
     try:
         await conn.executemany(

@@ -11,12 +11,17 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
+
+from orderflow.confine import service_environment
 
 # Resolved once, at import: between fork and exec the child must not import anything.
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -67,7 +72,14 @@ class Supervisor:
         color: bool | None = None,
         extra_env: Callable[[Child], Mapping[str, str]] | None = None,
         relays: bool = False,
+        confine: bool = True,
     ) -> None:
+        """``confine``: each service process gets its own credentials only
+        (:mod:`orderflow.confine`), not the operator's environment."""
+        self._confine = confine
+        self._secrets_root = (
+            Path(tempfile.mkdtemp(prefix="orderflow-secrets-")) if confine else None
+        )
         self._env = dict(os.environ if env is None else env)
         self._env["PYTHONUNBUFFERED"] = "1"
         self._restart = restart
@@ -110,6 +122,8 @@ class Supervisor:
         env.update(child.env)
         if self._extra_env is not None:
             env.update(self._extra_env(child))
+        if self._secrets_root is not None:
+            env = service_environment(env, child.service, secrets_root=self._secrets_root)
         child.ready.clear()
         child.expected_exit = False
         child.started_at = time.monotonic()
@@ -179,6 +193,13 @@ class Supervisor:
 
     async def stop_all(self, *, grace: float = 15.0) -> None:
         self._stopping = True
+        try:
+            await self._stop_children(grace=grace)
+        finally:
+            if self._secrets_root is not None:
+                shutil.rmtree(self._secrets_root, ignore_errors=True)
+
+    async def _stop_children(self, *, grace: float) -> None:
         alive = [c for c in self.children if c.alive]
         for child in alive:
             child.expected_exit = True

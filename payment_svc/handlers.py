@@ -1,4 +1,8 @@
-"""payment_svc's routing table: message type → handler."""
+"""payment_svc's routing table: message type → handler.
+
+Every handler takes its order's lock before it reads anything (``repository.lock_order``), so
+the commands of one order are decided one after the other, on committed state.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from payment_svc.domain.model import process_payment, refund_payment
 
 
 async def on_process_payment(command: ProcessPayment, ctx: HandlerContext) -> None:
+    await repository.lock_order(ctx.conn, command.order_id)  # first: see the repository's doc
     existing = await repository.get_payment(ctx.conn, command.order_id)
     before = existing.status if existing else None
     customer = await repository.get_customer(ctx.conn, command.customer_id)
@@ -18,6 +23,7 @@ async def on_process_payment(command: ProcessPayment, ctx: HandlerContext) -> No
 
 
 async def on_refund_payment(command: RefundPayment, ctx: HandlerContext) -> None:
+    await repository.lock_order(ctx.conn, command.order_id)  # first: see the repository's doc
     existing = await repository.get_payment(ctx.conn, command.order_id)
     before = existing.status if existing else None
     customer = await repository.get_customer(ctx.conn, existing.customer_id if existing else None)

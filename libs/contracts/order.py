@@ -6,19 +6,32 @@ from typing import Annotated
 
 from pydantic import Field
 
-from libs.contracts.types import MAX_LINES, Currency, Id, Money, OrderId, PricedLine, Reason
+from libs.contracts.types import (
+    MAX_LINES,
+    Currency,
+    Id,
+    Money,
+    OrderId,
+    PricedLine,
+    QuotedLine,
+    Reason,
+)
 from libs.messages.registry import Command, Event
 
+QuotedLines = Annotated[tuple[QuotedLine, ...], Field(min_length=1, max_length=MAX_LINES)]
 Lines = Annotated[tuple[PricedLine, ...], Field(min_length=1, max_length=MAX_LINES)]
 
 
 class PlaceOrder(Command):
     """Any AMQP client may send this; ``order_id`` chosen by the client makes it idempotent."""
 
+    # The catalog's prices are charged; a line's unit_price, when given, must equal the
+    # catalog's or the order is refused (OrderRejected). A PricedLine is a QuotedLine too.
+
     TYPE = "order.place_order.v1"
     order_id: OrderId | None = None
     customer_id: Id
-    items: Lines
+    items: QuotedLines
     currency: Currency = "USD"
 
 
@@ -34,6 +47,8 @@ class RejectOrder(Command):
 
 
 class OrderCreated(Event):
+    """A PENDING order, its lines at the catalog's unit prices; starts the order saga."""
+
     TYPE = "order.order_created.v1"
     order_id: OrderId
     customer_id: Id

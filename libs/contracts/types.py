@@ -27,10 +27,20 @@ Currency = Literal["USD"]
 Reason = Annotated[str, StringConstraints(max_length=500)]
 
 
-class PricedLine(BaseModel):
+class QuotedLine(BaseModel):
+    """A line as a client orders it; ``unit_price`` (optional) must equal the catalog's price."""
+
+    # unit_price is the price the client was shown; the catalog's price is what is charged.
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     sku: Sku
     quantity: Quantity
+    unit_price: Money | None = None
+
+
+class PricedLine(QuotedLine):
+    """A line at the unit price charged: the catalog's when the order was placed."""
+
     unit_price: Money
 
 

@@ -170,11 +170,21 @@ class MessageRegistry:
 def _describe(type_name: str, exc: ValidationError) -> str:
     problems: list[str] = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "data"
-        problems.append(f"{where}: {error['msg']}")
+        where = ".".join(_printable(str(p))[:64] for p in error["loc"]) or "data"
+        problems.append(f"{where}: {_printable(error['msg'])[:200]}")
     more = exc.error_count() - len(problems)
     suffix = f" (and {more} more)" if more > 0 else ""
     return f"{type_name} data is invalid: " + "; ".join(problems) + suffix
+
+
+def _printable(text: str) -> str:
+    """Text a stranger wrote (a key, a value quoted in a message), safe to store and send on:
+    NUL and lone surrogates (which PostgreSQL and UTF-8 refuse) and other control characters
+    are escaped."""
+    return "".join(
+        ch if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF else f"\\u{ord(ch):04x}"
+        for ch in text
+    )
 
 
 def json_schema(spec: MessageSpec) -> dict[str, Any]:

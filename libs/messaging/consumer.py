@@ -1,14 +1,21 @@
 """Taking deliveries from a queue, with acknowledgement after the work is done.
 
-:class:`QueueConsumer` hands each delivery to a ``process`` coroutine; ``prefetch`` bounds how
-many are in flight (aio-pika runs each delivery's callback as its own task). Acks are per
-delivery, never ``multiple=True``: concurrent workers on one channel would ack each other's
-deliveries. An ack that fails because the channel was lost is only logged: the broker redelivers
-and the inbox absorbs the duplicate. ``stop`` cancels the subscription, lets in-flight deliveries
-finish, then closes the channel.
+:class:`QueueConsumer` hands each delivery to a ``process`` coroutine (aio-pika runs each
+delivery's callback as its own task; ``prefetch`` bounds how many are in flight), or, in batch
+mode, hands whatever has arrived to ``process_batch`` from a single worker per channel, which is
+what makes one ``multiple=True`` ack safe: no other worker's deliveries share the channel.
+
+A delivery is never left unsettled: an unsettled delivery holds a prefetch slot until the process
+dies, and enough of them stop the queue. ``process`` and ``process_batch`` settle what they are
+given; if either raises anyway (a bug), the consumer returns every delivery it still holds to
+the queue (``nack`` with requeue; quorum queues count the return, and ``x-delivery-limit`` ends a
+loop in the dead-letter queue). An ack or nack that fails because the channel was lost is only
+logged: the broker redelivers and the inbox absorbs the duplicate. ``stop`` cancels the
+subscription, lets in-flight deliveries finish, then closes the channel.
 
 :class:`DeadLetterPublisher` moves a delivery to its queue's dead-letter queue with headers
-saying why, confirmed by the broker before the original is acked.
+saying why, through the queue's own dead-letter exchange, confirmed by the broker before the
+original is acked.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from libs.errors import PublishError
 from libs.messages.envelope import utcnow
 from libs.messaging.publisher import Outgoing, Publisher
-from libs.messaging.topology import DEAD_LETTER_EXCHANGE
+from libs.messaging.topology import dead_letter_exchange_of
 from libs.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -38,6 +46,7 @@ ERROR_ATTEMPTS = "x-orderflow-attempts"
 ORIGINAL_QUEUE = "x-orderflow-queue"
 ORIGINAL_EXCHANGE = "x-orderflow-exchange"
 ORIGINAL_ROUTING_KEY = "x-orderflow-routing-key"
+ORIGINAL_SENDER = "x-orderflow-sender"  # the broker-verified user_id of the original
 DEAD_AT = "x-orderflow-dead-at"
 
 
@@ -94,6 +103,7 @@ class QueueConsumer:
                 await self._process_batch(batch)
             except Exception:  # the runner settles everything itself; this is a bug
                 log.exception("consumer.batch_crashed", queue=self._queue_name, size=len(batch))
+                await return_unsettled(batch)
             finally:
                 self._worker_busy = False
                 if not self._buffer:
@@ -111,6 +121,9 @@ class QueueConsumer:
         self._idle.clear()
         try:
             await self._process(delivery)
+        except Exception:  # the runner settles everything itself; this is a bug
+            log.exception("consumer.process_crashed", queue=self._queue_name)
+            await return_unsettled([delivery])
         finally:
             self._in_flight.discard(task)
             if not self._in_flight:
@@ -156,6 +169,20 @@ async def settle(delivery: AbstractIncomingMessage, *, ack: bool, multiple: bool
         log.warning("consumer.settle_failed", ack=ack, error=f"{type(exc).__name__}: {exc}")
 
 
+async def return_unsettled(deliveries: list[AbstractIncomingMessage]) -> None:
+    """Requeue every delivery not yet acked, nacked or rejected, so no prefetch slot leaks.
+
+    aio-pika marks only the delivery an ack names as processed: when the last one alone is, it
+    was the ``multiple=True`` ack that covers the whole batch, and nothing is left to return.
+    """
+    covered_by_last = len(deliveries) > 1 and deliveries[-1].processed
+    if covered_by_last and not any(d.processed for d in deliveries[:-1]):
+        return
+    for delivery in deliveries:
+        if not delivery.processed:
+            await settle(delivery, ack=False)
+
+
 def delivery_count(delivery: AbstractIncomingMessage) -> int:
     """How many times the broker delivered this message before (quorum queues count)."""
     value = (delivery.headers or {}).get("x-delivery-count", 0)
@@ -179,7 +206,9 @@ class DeadLetterPublisher:
     ) -> None:
         """Publish the delivery to its dead-letter queue; raises if not confirmed."""
         headers: dict[str, Any] = {
-            k: v for k, v in (delivery.headers or {}).items() if not k.startswith("x-orderflow-")
+            k: _sendable(v)
+            for k, v in (delivery.headers or {}).items()
+            if not k.startswith("x-orderflow-")
         }
         headers.update(
             {
@@ -190,11 +219,41 @@ class DeadLetterPublisher:
                 ORIGINAL_QUEUE: queue,
                 ORIGINAL_EXCHANGE: delivery.exchange or "",
                 ORIGINAL_ROUTING_KEY: delivery.routing_key or "",
+                ORIGINAL_SENDER: delivery.user_id or "",
                 DEAD_AT: utcnow().isoformat(),
             }
         )
-        await self._publisher.publish(
-            Outgoing.copy_of(
-                delivery, exchange=DEAD_LETTER_EXCHANGE, routing_key=queue, headers=headers
+        try:
+            await self._publisher.publish(
+                Outgoing.copy_of(
+                    delivery,
+                    exchange=dead_letter_exchange_of(queue),
+                    routing_key=queue,
+                    headers=headers,
+                )
             )
-        )
+        except PublishError:
+            raise
+        except Exception as exc:  # headers the client sent that cannot be sent on: drop them
+            ours = {k: v for k, v in headers.items() if k.startswith("x-orderflow-")}
+            ours[ERROR_MESSAGE] = f"{ours[ERROR_MESSAGE]} (original headers dropped: {exc})"[:1000]
+            await self._publisher.publish(
+                Outgoing.copy_of(
+                    delivery,
+                    exchange=dead_letter_exchange_of(queue),
+                    routing_key=queue,
+                    headers=ours,
+                )
+            )
+
+
+def _sendable(value: Any) -> Any:
+    """A received header value in the form the AMQP encoder takes back (byte arrays arrive as
+    ``bytes`` but are sent as ``bytearray``)."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {k: _sendable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sendable(v) for v in value]
+    return value

@@ -1,16 +1,22 @@
 """Dead-letter queues: list, show, replay, purge — without losing anything on the way.
 
 Listing reads each ``<queue>.dlq`` with ``basic.get`` and no ack, then closes the channel, which
-returns every message to its queue: a look changes nothing. Replay publishes a copy to the
-exchange and routing key it first came through (from the consumer's ``x-orderflow-*`` headers, or
-the broker's ``x-death`` header for deliveries that hit ``x-delivery-limit``), with the same body
-and message id, waits for the broker's confirm, and only then acks the dead letter. A crash in
-between leaves the message in both places; the consumer's inbox makes the second copy a no-op.
+returns every message to its queue: a look changes nothing. Replay publishes a copy with the same
+body and message id, waits for the broker's confirm, and only then acks the dead letter. A crash
+in between leaves the message in both places; the consumer's inbox makes the second copy a no-op.
+
+Where a replay goes is decided by the :class:`ReplayPolicy` — the topology says which exchange and
+routing key the letter's queue consumes the letter's type from — never by the letter's headers,
+which a sender could have written. A letter whose original sender (the broker-verified
+``user_id``, recorded by the consumer that dead-lettered it) is not allowed to send its type is
+never replayed: replay must not launder an impostor's message through the operator's account.
+Letters that cannot be replayed stay where they are, with the reason reported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +30,10 @@ from libs.messaging.consumer import (
     ERROR_SERVICE,
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
+    ORIGINAL_SENDER,
 )
 from libs.messaging.publisher import Outgoing, Publisher
+from libs.messaging.topology import DLQ_SUFFIX, Topology, topic_matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,44 @@ class DeadLetter:
     dead_at: datetime | None
     headers: dict[str, Any]
     body: bytes
+    sender: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPolicy:
+    """Where dead letters may be replayed to, from the topology and the message types.
+
+    ``exchange_of`` names the exchange a message type travels on (None: unknown type);
+    ``senders_of`` the broker users the type is accepted from (None: anyone).
+    """
+
+    topology: Topology
+    exchange_of: Callable[[str], str | None]
+    senders_of: Callable[[str], frozenset[str] | None] = field(default=lambda _: None)
+
+    def destination(self, letter: DeadLetter) -> tuple[str, str] | str:
+        """(exchange, routing key) to replay to, or the reason the letter cannot be replayed."""
+        if not letter.queue.endswith(DLQ_SUFFIX):
+            return f"{letter.queue} is not a dead-letter queue"
+        try:
+            spec = self.topology.queue(letter.queue.removesuffix(DLQ_SUFFIX))
+        except KeyError:
+            return f"no queue of the topology dead-letters to {letter.queue}"
+        exchange = self.exchange_of(letter.type) if letter.type else None
+        if exchange is None:
+            return f"type {letter.type[:80]!r} is not a known message type"
+        if not any(
+            b.exchange == exchange and topic_matches(b.routing_key, letter.type)
+            for b in spec.bindings
+        ):
+            return f"{spec.name} does not consume {letter.type} from {exchange}"
+        allowed = self.senders_of(letter.type)
+        if allowed is not None and letter.sender not in allowed:
+            return (
+                f"{letter.type} was sent by {letter.sender or 'an unnamed user'!r}, who may not "
+                "send it: an impostor's message is never replayed"
+            )
+        return exchange, letter.type
 
 
 def _text(value: Any) -> str:
@@ -94,6 +140,9 @@ def _describe(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
         dead_at=message.timestamp,
         headers=headers,
         body=message.body,
+        # the consumer that dead-lettered it recorded who sent it; a letter the broker
+        # dead-lettered itself still carries its original user_id
+        sender=_text(headers[ORIGINAL_SENDER]) if ORIGINAL_SENDER in headers else message.user_id,
     )
 
 
@@ -115,15 +164,23 @@ async def list_dead_letters(
     return found
 
 
+@dataclass
+class ReplayResult:
+    replayed: list[DeadLetter] = field(default_factory=list)
+    refused: list[tuple[DeadLetter, str]] = field(default_factory=list)
+
+
 async def replay(
     connection: AbstractRobustConnection,
     publisher: Publisher,
     queues: list[str],
     *,
+    policy: ReplayPolicy,
     message_id: str | None,
-) -> list[DeadLetter]:
-    """Re-publish dead letters (one id, or all when ``message_id`` is None); returns them."""
-    replayed: list[DeadLetter] = []
+) -> ReplayResult:
+    """Re-publish dead letters (one id, or all when ``message_id`` is None) where the policy
+    says; what it refuses stays in its queue."""
+    result = ReplayResult()
     for queue_name in queues:
         channel = await connection.channel()
         try:
@@ -138,8 +195,11 @@ async def replay(
                 if message_id is not None and message.message_id != message_id:
                     continue
                 letter = _describe(queue_name, message)
-                if not letter.exchange and not letter.routing_key:
-                    continue  # nowhere to send it back to; it stays
+                destination = policy.destination(letter)
+                if isinstance(destination, str):
+                    result.refused.append((letter, destination))
+                    continue  # not acked: it goes back to its queue when the channel closes
+                exchange, routing_key = destination
                 headers = {
                     k: v
                     for k, v in letter.headers.items()
@@ -148,17 +208,14 @@ async def replay(
                 headers["x-orderflow-replayed-at"] = utcnow().isoformat()
                 await publisher.publish(
                     Outgoing.copy_of(
-                        message,
-                        exchange=letter.exchange,
-                        routing_key=letter.routing_key,
-                        headers=headers,
+                        message, exchange=exchange, routing_key=routing_key, headers=headers
                     )
                 )
                 await message.ack()
-                replayed.append(letter)
+                result.replayed.append(letter)
         finally:
             await channel.close()
-    return replayed
+    return result
 
 
 async def purge(connection: AbstractRobustConnection, queues: list[str]) -> int:

@@ -67,6 +67,12 @@ class Outgoing:
         )
 
 
+def _login_of(connection: AbstractRobustConnection) -> str | None:
+    url = getattr(connection, "url", None)
+    user = getattr(url, "user", None)
+    return user if isinstance(user, str) and user else None
+
+
 class Publisher:
     """Publishes on one confirm-mode channel of its own."""
 
@@ -79,7 +85,9 @@ class Publisher:
     ) -> None:
         self._connection = connection
         self._confirm_timeout = confirm_timeout
-        self._user_id = user_id
+        # user_id on every message, by default the login of the connection: the broker checks it
+        # against the publisher's login, so consumers can trust it to name the sender.
+        self._user_id = user_id if user_id is not None else _login_of(connection)
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
 

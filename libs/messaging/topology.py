@@ -2,8 +2,11 @@
 
 Every consumer queue is a durable quorum queue with ``x-delivery-limit`` (a message that crashes
 its consumer again and again stops coming back) and dead-letters, at least once, to its own
-``<queue>.dlq`` through the direct exchange :data:`DEAD_LETTER_EXCHANGE`. The consumer also
-publishes poison messages there itself, with headers saying why.
+``<queue>.dlq`` through the direct exchange :data:`DEAD_LETTER_EXCHANGE` (the broker does that
+itself; no user publishes there). The consumer publishes poison messages itself, with headers
+saying why, through an exchange of the queue's own, ``orderflow.dead-letter.<queue>``, bound to
+that queue's dead-letter queue only: a service may write to its own and to no other, so it cannot
+drop a forged letter into another service's dead-letter queue.
 """
 
 from __future__ import annotations
@@ -21,6 +24,27 @@ from libs.errors import ConfigurationError
 
 DEAD_LETTER_EXCHANGE = "orderflow.dead-letter"
 DLQ_SUFFIX = ".dlq"
+
+
+def dead_letter_exchange_of(queue: str) -> str:
+    return f"{DEAD_LETTER_EXCHANGE}.{queue}"
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """Whether a topic exchange delivers ``routing_key`` through a binding with ``pattern``
+    (``*`` one word, ``#`` zero or more words)."""
+    return _match(pattern.split("."), routing_key.split("."))
+
+
+def _match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head in ("*", words[0])) and _match(rest, words[1:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +66,11 @@ class QueueSpec:
     @property
     def dead_letter_queue(self) -> str:
         return self.name + DLQ_SUFFIX
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        """Where this queue's consumer publishes its dead letters (bound to its DLQ only)."""
+        return dead_letter_exchange_of(self.name)
 
     def arguments(self) -> dict[str, Any]:
         return {
@@ -116,6 +145,7 @@ async def _declare(channel: AbstractChannel, topology: Topology) -> None:
             spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await dlq.bind(dlx, routing_key=spec.name)
+        await _declare_own_dlx(channel, spec, dlq)
         queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
         for binding in spec.bindings:
             await queue.bind(binding.exchange, routing_key=binding.routing_key)
@@ -139,6 +169,15 @@ async def declare_own(
                 spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
             )
             await dlq.bind(DEAD_LETTER_EXCHANGE, routing_key=spec.name)
+            await _declare_own_dlx(channel, spec, dlq)
             queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
             for binding in spec.bindings:
                 await queue.bind(binding.exchange, routing_key=binding.routing_key)
+
+
+async def _declare_own_dlx(channel: AbstractChannel, spec: QueueSpec, dlq: Any) -> None:
+    """The queue's own dead-letter exchange, bound to its dead-letter queue and nothing else."""
+    own = await channel.declare_exchange(
+        spec.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    await dlq.bind(own, routing_key=spec.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -37,6 +38,36 @@ def _escape_newlines(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
+def _format_exc_info(
+    logger: Any, name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog's exception formatting, which must never raise: logging an error must not
+    become one. (CPython 3.11 can fail with SystemError while computing the column markers of a
+    traceback at some stack depths.) The fallback lists the frames without those markers."""
+    try:
+        return structlog.processors.format_exc_info(logger, name, event)
+    except Exception:
+        exc_info = event.pop("exc_info", None)
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        elif isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        if not isinstance(exc_info, tuple) or exc_info[1] is None:
+            return event
+        frames = [
+            f'  File "{f.filename}", line {f.lineno}, in {f.name}\n    {(f.line or "").strip()}'
+            for f in traceback.extract_tb(exc_info[2])
+        ]
+        event["exception"] = "\n".join(
+            [
+                "Traceback (most recent call last):",
+                *frames,
+                f"{exc_info[0].__name__}: {exc_info[1]}",
+            ]
+        )
+        return event
+
+
 def setup_logging(*, service: str, fmt: str = "json", level: str = "INFO") -> None:
     """Configure structlog and the standard library's root logger for this process."""
     shared: list[Any] = [
@@ -52,7 +83,7 @@ def setup_logging(*, service: str, fmt: str = "json", level: str = "INFO") -> No
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, _format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,

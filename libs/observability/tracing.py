@@ -72,18 +72,30 @@ def current_trace_headers() -> dict[str, str]:
     return carrier
 
 
-def context_from_headers(headers: Mapping[str, Any]) -> Context | None:
-    """The remote context in message headers; None when absent or malformed."""
-    carrier = {
-        k: v.decode() if isinstance(v, bytes) else v
-        for k, v in headers.items()
-        if k in ("traceparent", "tracestate") and isinstance(v, str | bytes)
-    }
-    if "traceparent" not in carrier:
+_MAX_TRACE_HEADER = 512  # W3C: traceparent is 55 characters, tracestate at most 32 members
+
+
+def context_from_headers(headers: Mapping[str, Any] | None) -> Context | None:
+    """The remote context in message headers; None when absent or malformed.
+
+    Headers come from strangers: bytes that are not UTF-8, values of any type or size, a
+    propagator that raises — all mean "no remote context", never an exception.
+    """
+    try:
+        carrier: dict[str, str] = {}
+        for key in ("traceparent", "tracestate"):
+            value = (headers or {}).get(key)
+            if isinstance(value, bytes):
+                value = value.decode("ascii")
+            if isinstance(value, str) and len(value) <= _MAX_TRACE_HEADER:
+                carrier[key] = value
+        if "traceparent" not in carrier:
+            return None
+        ctx = _PROPAGATOR.extract(carrier)
+        span_context = trace.get_current_span(ctx).get_span_context()
+        return ctx if span_context.is_valid else None
+    except Exception:
         return None
-    ctx = _PROPAGATOR.extract(carrier)
-    span_context = trace.get_current_span(ctx).get_span_context()
-    return ctx if span_context.is_valid else None
 
 
 def ids_of_current_span() -> tuple[str, str] | None:

@@ -13,12 +13,31 @@ Leadership: the listener connection holds ``pg_try_advisory_lock``; one relay pe
 publishes, standbys retry every ``standby_interval`` and take over when the leader's session
 ends (crash, kill, network loss), so per-aggregate order holds.
 
-Each batch: claim rows ``FOR UPDATE SKIP LOCKED`` in one transaction, publish all of them
-pipelined, await the confirms, mark the confirmed rows published, commit. A crash between the
-publish and the commit leaves the rows unmarked: they are published again with the same message
-id, and consumers' inboxes absorb the duplicate. A nacked or unroutable row is retried with
-exponential backoff (``available_at``) and is dead after ``max_attempts``. A row without an answer
-(broker gone) is not counted as an attempt: the relay backs off and tries again.
+Each batch: claim rows ``FOR UPDATE SKIP LOCKED`` in one transaction (id order), publish them in
+*waves*, mark the confirmed rows published, commit. A crash between the publish and the commit
+leaves the rows unmarked: they are published again with the same message id, and consumers'
+inboxes absorb the duplicate. A nacked or unroutable row is retried after a capped, jittered
+exponential delay (:mod:`libs.backoff`, stored in ``available_at``) and is dead after
+``max_attempts``. A row without an answer (broker gone) is not counted as an attempt: the relay
+backs off and tries again. After a nack the relay wakes when the row's delay is over, not only at
+the next sweep.
+
+Per-aggregate order — what is guaranteed, exactly: the first copy of each outbox row that
+reaches the broker comes after the first copies of every earlier row of its aggregate
+(``aggregate_type``, ``aggregate_id``), except after a *dead* row, which leaves a gap: the
+later rows go on without it (replaying it later delivers it out of order). Later copies
+(re-publishes) may arrive in any order; inboxes drop them by message id, so a consumer on one
+queue *processes* each aggregate's messages in outbox order. How: wave *n* of a batch holds the
+*n*-th row of each aggregate in the batch, and a wave is sent only once every confirm of the
+previous wave is in — one round trip for a batch in which no aggregate appears twice (the
+usual case), one more per extra row of the busiest aggregate. An aggregate whose row is nacked,
+returned or unanswered sends nothing more in this batch: its later rows stay unmarked, and
+``store.claim`` holds them back until that row is published or dead. A row without an answer
+ends the batch (the broker is probably gone; waiting out more confirm timeouts would not help).
+Across batches the same holds: ``store.claim`` takes rows in id order and holds back the rows
+behind a row that waits for its retry, so an earlier row of the aggregate is published, dead, or
+in the same batch (hence in an earlier wave). "Earlier" is id order among committed rows; writers
+of one aggregate serialise on it (the services' per-order locks), so ids follow their commits.
 """
 
 from __future__ import annotations
@@ -26,12 +45,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from libs import backoff
 from libs.errors import ConfirmUnknown, PublishError
 from libs.faults import NO_FAULTS, Faults
 from libs.messaging.publisher import Outgoing, Publisher
@@ -46,6 +67,9 @@ from libs.settings import RelaySettings
 log = get_logger(__name__)
 _tracer = tracer("orderflow.outbox.relay")
 PRUNE_EVERY = 60.0
+JITTER = 0.5
+"""Relay delays use equal jitter (at least half the exponential ceiling): they still grow, so
+``max_attempts`` keeps meaning a span of time, while replicas and rows do not retry in step."""
 
 
 class OutboxRelay:
@@ -74,6 +98,7 @@ class OutboxRelay:
         self._lost_leadership = asyncio.Event()
         self._leader = False
         self._last_prune = 0.0
+        self._retry_at: float | None = None  # monotonic time the earliest nacked row is due
         self.published = 0
         self.batches = 0
 
@@ -100,15 +125,14 @@ class OutboxRelay:
             except Exception as exc:
                 error = translate(exc)
                 failures += 1
-                delay = min(
-                    self._settings.retry_cap, self._settings.retry_base * 2 ** min(failures, 8)
-                )
-                log.warning(
-                    "relay.session_failed",
-                    relay=self.name,
-                    error=f"{type(error).__name__}: {error}",
-                    retry_in=round(delay, 2),
-                )
+                delay = self._backoff(failures)
+                with contextlib.suppress(Exception):  # the relay outlives even a broken logger
+                    log.warning(
+                        "relay.session_failed",
+                        relay=self.name,
+                        error=f"{type(error).__name__}: {error}",
+                        retry_in=round(delay, 2),
+                    )
                 await self._sleep(delay)
             finally:
                 self._leader = False
@@ -166,21 +190,26 @@ class OutboxRelay:
             unanswered = await self._drain(worker)
             if unanswered:
                 unknown_streak += 1
-                await self._sleep(
-                    min(
-                        self._settings.retry_cap,
-                        self._settings.retry_base * 2 ** min(unknown_streak, 8),
-                    )
-                )
+                await self._sleep(self._backoff(unknown_streak))
                 continue
             unknown_streak = 0
+            timeout = self._settings.sweep_interval
+            if self._retry_at is not None:  # a nacked row is due before the sweep
+                timeout = min(timeout, max(0.0, self._retry_at - time.monotonic()) + 0.01)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.sweep_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except TimeoutError:
                 await self._maybe_prune(worker)
 
+    def _backoff(self, attempt: int) -> float:
+        return backoff.delay(
+            attempt, base=self._settings.retry_base, cap=self._settings.retry_cap, jitter=JITTER
+        )
+
     async def _drain(self, worker: Conn) -> int:
-        """Publish until nothing is claimable; returns how many rows got no answer."""
+        """Publish until nothing is claimable; returns how many rows got no answer. A nacked row
+        moves ``_retry_at`` (when :meth:`_lead` wakes up next) to its retry time if earlier."""
+        self._retry_at = None
         while not self._lost_leadership.is_set():
             async with worker.transaction():
                 rows = await store.claim(worker, limit=self._settings.batch_size)
@@ -188,29 +217,30 @@ class OutboxRelay:
                     return 0
                 outcomes = await self._publish(rows)
                 self._faults.point("relay.after_publish")
-                confirmed = [r.id for r, o in zip(rows, outcomes, strict=True) if o is None]
+                confirmed = [r.id for r in rows if r.id in outcomes and outcomes[r.id] is None]
                 failed = [
-                    (r.id, f"{type(o).__name__}: {o}")
-                    for r, o in zip(rows, outcomes, strict=True)
-                    if o is not None and not isinstance(o, ConfirmUnknown)
+                    (r.id, f"{type(o).__name__}: {o}", self._backoff(r.attempts + 1))
+                    for r in rows
+                    if (o := outcomes.get(r.id)) is not None and not isinstance(o, ConfirmUnknown)
                 ]
-                unanswered = sum(isinstance(o, ConfirmUnknown) for o in outcomes)
+                unanswered = sum(isinstance(o, ConfirmUnknown) for o in outcomes.values())
+                held_back = len(rows) - len(outcomes)
                 await store.mark_published(worker, confirmed)
                 dead = await store.mark_failed(
-                    worker,
-                    failed,
-                    max_attempts=self._settings.max_attempts,
-                    retry_base=self._settings.retry_base,
-                    retry_cap=self._settings.retry_cap,
+                    worker, failed, max_attempts=self._settings.max_attempts
                 )
             self.published += len(confirmed)
             self.batches += 1
+            if failed:
+                due = time.monotonic() + min(delay for _, _, delay in failed)
+                self._retry_at = due if self._retry_at is None else min(self._retry_at, due)
             if failed or unanswered:
                 log.warning(
                     "relay.publish_failed",
                     relay=self.name,
                     failed=len(failed),
                     unanswered=unanswered,
+                    held_back=held_back,
                     dead=dead,
                     first_error=(failed[0][1] if failed else None),
                 )
@@ -220,7 +250,32 @@ class OutboxRelay:
                 return 0
         return 0
 
-    async def _publish(self, rows: Sequence[OutboxRow]) -> list[PublishError | None]:
+    async def _publish(self, rows: Sequence[OutboxRow]) -> dict[int, PublishError | None]:
+        """Publish ``rows`` (in id order) in waves, at most one row per aggregate in a wave; the
+        outcome of each row sent, by id. A row missing from the answer was held back: an earlier
+        row of its aggregate failed, or a row got no answer and the batch stopped."""
+        pending: dict[tuple[str, str], deque[OutboxRow]] = {}
+        for row in rows:
+            pending.setdefault((row.aggregate_type, row.aggregate_id), deque()).append(row)
+        outcomes: dict[int, PublishError | None] = {}
+        while pending:
+            wave = sorted((queue[0] for queue in pending.values()), key=lambda r: r.id)
+            results = await self._publish_wave(wave)
+            no_answer = False
+            for row, outcome in zip(wave, results, strict=True):
+                outcomes[row.id] = outcome
+                key = (row.aggregate_type, row.aggregate_id)
+                queue = pending[key]
+                queue.popleft()
+                if outcome is not None or not queue:
+                    del pending[key]  # failed: its later rows wait for its retry
+                no_answer = no_answer or isinstance(outcome, ConfirmUnknown)
+            if no_answer:
+                break
+        return outcomes
+
+    async def _publish_wave(self, rows: Sequence[OutboxRow]) -> list[PublishError | None]:
+        """Publish ``rows`` pipelined and await every confirm (one outcome per row, in order)."""
         now = datetime.now(UTC)
         spans = []
         messages = []

@@ -6,7 +6,9 @@ Guarantees:
 - ``claim`` takes unpublished rows in id order with ``FOR UPDATE SKIP LOCKED`` inside the caller's
   transaction. It never tails by ``id > last_seen``: a row whose transaction commits after a
   higher id is still claimed by the next pass. A row held back by a retry delay holds back the
-  later rows of its aggregate, so per-aggregate order survives a failed publish.
+  later rows of its aggregate, so per-aggregate order survives a failed publish (the relay, for
+  its part, publishes a batch in waves so that a failure inside a batch cannot let a later row of
+  the same aggregate through either: see ``libs.outbox.relay``). A dead row holds nothing back.
 - Rows are marked published only by ``mark_published``, which the relay calls after confirms.
 - After ``max_attempts`` failed publishes a row is *dead*: kept, listed, replayable, never lost.
 """
@@ -143,36 +145,32 @@ async def mark_published(conn: Conn, ids: Sequence[int]) -> None:
 
 
 async def mark_failed(
-    conn: Conn,
-    failures: Sequence[tuple[int, str]],
-    *,
-    max_attempts: int,
-    retry_base: float,
-    retry_cap: float,
+    conn: Conn, failures: Sequence[tuple[int, str, float]], *, max_attempts: int
 ) -> int:
-    """Record failed publishes: back off exponentially, dead after ``max_attempts``.
+    """Record failed publishes ``(id, error, delay)``: each row is claimable again ``delay``
+    seconds from now (the relay computes it with :func:`libs.backoff.delay` from the row's
+    attempts) and is dead after ``max_attempts``.
 
     Returns how many rows became dead.
     """
     if not failures:
         return 0
-    ids, errors = zip(*failures, strict=True)
+    ids, errors, delays = zip(*failures, strict=True)
     dead = await conn.fetchval(
-        """WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[]) AS f(id, err)),
+        """WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[])
+                                 AS f(id, err, delay)),
                 u AS (
                 UPDATE outbox o
                    SET attempts = o.attempts + 1,
                        last_error = left(f.err, 2000),
-                       available_at = clock_timestamp()
-                           + make_interval(secs => least($4, $3 * power(2, o.attempts))),
-                       dead_at = CASE WHEN o.attempts + 1 >= $5 THEN clock_timestamp() END
+                       available_at = clock_timestamp() + make_interval(secs => f.delay),
+                       dead_at = CASE WHEN o.attempts + 1 >= $4 THEN clock_timestamp() END
                   FROM f WHERE o.id = f.id
              RETURNING o.dead_at)
            SELECT count(*) FILTER (WHERE dead_at IS NOT NULL) FROM u""",
         list(ids),
         list(errors),
-        retry_base,
-        retry_cap,
+        [float(d) for d in delays],
         max_attempts,
     )
     return int(dead)

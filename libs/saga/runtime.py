@@ -6,6 +6,12 @@ transaction (inbox, instance row lock, new state, log, outbox rows: one commit).
 process knows of (an in-process timer, re-armed by every transition) or at most ``sweep``
 seconds (to pick up deadlines set by other replicas), then claims due instances with
 ``FOR UPDATE SKIP LOCKED``. No broker plugin, no tight poll.
+
+A due instance that another transaction holds (a reply being handled, another replica's timer)
+is skipped by the claim and still is the earliest deadline: instead of waking again at once, the
+timer then pauses ``BLOCKED_PAUSE`` seconds, doubling (jittered) up to ``sweep`` while the
+instance stays held. The timer never dies on an error: any exception is logged and the loop goes
+on after a capped backoff (:mod:`libs.backoff`); only cancellation or :meth:`stop` ends it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from libs import backoff
 from libs.messages.registry import Message, MessageRegistry
 from libs.observability.logging import get_logger
 from libs.observability.tracing import (
@@ -49,6 +56,11 @@ _MILESTONES = frozenset(
     }
 )
 _tracer = tracer("orderflow.saga")
+BLOCKED_PAUSE = 0.05
+"""First pause of the timer when the earliest due instance is held by another transaction."""
+FAILURE_PAUSE = 0.1
+"""First pause of the timer after an error (then doubling, jittered, up to 5 s)."""
+FAILURE_PAUSE_CAP = 5.0
 
 
 def utcnow() -> datetime:
@@ -182,27 +194,55 @@ class SagaCoordinator:
         self._timer_wake.set()
 
     async def run_timers(self, pool: Any, wakeup: Wakeup) -> None:
-        """Fire due deadlines until :meth:`stop`."""
+        """Fire due deadlines until :meth:`stop` (or cancellation); survives any error."""
         failures = 0
+        blocked = 0  # consecutive rounds in which a past deadline could not be claimed
         while not self._stopping.is_set():
-            timeout = self._sweep
-            if self._next is not None:
-                timeout = min(timeout, max(0.0, (self._next - utcnow()).total_seconds()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wake.wait(), timeout=timeout)
-            self._timer_wake.clear()
-            if self._stopping.is_set():
-                return
             try:
-                await self._fire_due(pool, wakeup)
+                await self._wait_for_next(blocked)
+                if self._stopping.is_set():
+                    return
+                fired = await self._fire_due(pool, wakeup)
                 failures = 0
+                still_due = self._next is not None and self._next <= utcnow()
+                blocked = blocked + 1 if still_due and fired == 0 else 0
             except Exception as exc:
                 failures += 1
-                error = translate(exc)
-                log.warning("saga.timers_failed", error=f"{type(error).__name__}: {error}")
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                pause = backoff.delay(failures, base=FAILURE_PAUSE, cap=FAILURE_PAUSE_CAP)
+                with contextlib.suppress(Exception):  # the timer outlives even a broken logger
+                    error = translate(exc)
+                    log.warning(
+                        "saga.timers_failed",
+                        error=f"{type(error).__name__}: {error}",
+                        failures=failures,
+                        retry_in=round(pause, 3),
+                        exc_info=exc,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=pause)
 
-    async def _fire_due(self, pool: Any, wakeup: Wakeup) -> None:
+    async def _wait_for_next(self, blocked: int) -> None:
+        """Sleep until the next known deadline, at most ``sweep``; a wake-up ends it early.
+
+        ``blocked`` > 0: the earliest deadline is past but held by another transaction, so
+        waking "at" it would be a busy loop: pause instead, longer each round, at most ``sweep``.
+        """
+        timeout = self._sweep
+        if self._next is not None:
+            timeout = min(timeout, max(0.0, (self._next - utcnow()).total_seconds()))
+        if blocked:
+            pause = backoff.delay(
+                blocked, base=min(BLOCKED_PAUSE, self._sweep), cap=self._sweep, jitter=0.5
+            )
+            timeout = max(timeout, pause)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._timer_wake.wait(), timeout=timeout)
+        self._timer_wake.clear()
+
+    async def _fire_due(self, pool: Any, wakeup: Wakeup) -> int:
+        """Fire every claimable due deadline; returns how many fired. Leaves ``_next`` at the
+        earliest deadline of any instance, claimable or not."""
+        fired = 0
         async with pool.acquire() as conn:
             while True:
                 writer = OutboxWriter()
@@ -229,8 +269,10 @@ class SagaCoordinator:
                             )
                     written = await writer.flush(conn)
                 self.fired += len(due)
+                fired += len(due)
                 if written:
                     await wakeup.after_commit(conn)
                 if len(due) < self._batch:
                     break
             self._next = await store.next_deadline(conn, saga=self.definition.name)
+        return fired

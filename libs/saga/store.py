@@ -4,7 +4,7 @@ An instance row is read ``FOR UPDATE`` inside the transaction of the message (or
 moves it, so two coordinator replicas never apply transitions to one instance at once; ``version``
 is checked on update as a second guard. The log is append-only: one row per transition entry.
 Deadlines are a column, claimed with ``FOR UPDATE SKIP LOCKED`` by whichever replica's timer
-fires first.
+fires first; an instance held by another transaction is skipped, not waited for.
 """
 
 from __future__ import annotations
@@ -161,6 +161,9 @@ async def claim_due(conn: Conn, *, saga: str, now: datetime, limit: int) -> list
 
 
 async def next_deadline(conn: Conn, *, saga: str) -> datetime | None:
+    """The earliest deadline of any instance, including instances another transaction holds
+    (which :func:`claim_due` skips): it can be in the past with nothing claimable, and the timer
+    must then pause rather than wake at once (``SagaCoordinator.run_timers`` does)."""
     value = await conn.fetchval(
         "SELECT min(deadline_at) FROM saga_instance WHERE saga = $1 AND deadline_at IS NOT NULL",
         saga,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from libs.contracts import REGISTRY
-from libs.contracts.permissions import PUBLISHES
+from libs.contracts.permissions import PUBLISHES, allowed_senders
 from libs.contracts.topology import QUEUES
 from libs.faults import Faults
 from libs.messages.registry import Message
@@ -32,7 +32,7 @@ from libs.observability.tracing import setup_tracing, shutdown_tracing
 from libs.outbox.relay import OutboxRelay, Wakeup
 from libs.pg.pool import create_pool
 from libs.secrets import user_of
-from libs.service.runner import Handler, MessageRunner
+from libs.service.runner import Handler, MessageRunner, Refuser
 from libs.settings import Settings
 
 log = get_logger(__name__)
@@ -60,6 +60,8 @@ class ServiceDefinition:
     handlers: Mapping[type[Message], Handler]
     background: Sequence[Background] = field(default_factory=tuple)
     on_stop: Sequence[Callable[[], None]] = field(default_factory=tuple)
+    refusals: Mapping[str, Refuser] = field(default_factory=dict)
+    """Per message type, who answers data that fails its schema (instead of dead-lettering)."""
 
     @property
     def source(self) -> str:
@@ -73,7 +75,7 @@ async def serve(
     relay_mode: RelayMode | None = None,
 ) -> None:
     settings = settings or Settings()
-    mode: RelayMode = relay_mode or os.environ.get("ORDERFLOW_RELAY", "in-process")  # type: ignore[assignment]
+    mode: RelayMode = relay_mode or settings.relay.mode
     setup_logging(service=definition.name, fmt=settings.log_format, level=settings.log_level)
     setup_tracing(definition.name)
     faults = Faults.from_env()
@@ -123,6 +125,8 @@ async def serve(
             wakeup=wakeup,
             settings=settings.consumer,
             faults=faults,
+            senders=senders(settings, definition.handlers),
+            refusals=definition.refusals,
         )
         # Batch mode: several workers, each on its own channel (so that its multiple=True ack
         # can only cover its own deliveries), share the pool: batching's economy with the
@@ -168,6 +172,22 @@ async def serve(
             await asyncio.wait_for(closing, 5)
     shutdown_tracing()
     log.info("service.stopped")
+
+
+def senders(
+    settings: Settings, handlers: Mapping[type[Message], Handler]
+) -> dict[str, frozenset[str]]:
+    """Per handled type, the broker users it is accepted from (public types: not listed)."""
+    operator = settings.operator_user()
+    allowed: dict[str, frozenset[str]] = {}
+    for model in handlers:
+        spec = REGISTRY.spec_of(model)
+        users = allowed_senders(
+            spec.type, spec.exchange, user_of=settings.service_login, operator=operator
+        )
+        if users is not None:
+            allowed[spec.type] = users
+    return allowed
 
 
 def _mark_ready(path: str, *, ready: bool = True) -> None:

@@ -2,8 +2,12 @@
 
 For each delivery the runner:
 
-1. decodes and validates it (size, content type, CloudEvent, known type and version, schema);
-   anything wrong is *poison*: dead-lettered at once with the reason, never retried;
+1. reads it (size, content type, bounded JSON, CloudEvent, known type and version, the sender's
+   broker-verified ``user_id`` against the type's owners, schema); anything wrong — including
+   exceptions nobody predicted, such as a ``RecursionError`` or header bytes that are not text —
+   is *poison*: dead-lettered at once with the reason, never retried, and the consumer carries
+   on. A type may have a *refuser* instead: data that fails its schema is then answered (for
+   example with a rejection event) in the same kind of transaction as a handler's, and acked;
 2. opens one transaction: inbox insert (``ON CONFLICT DO NOTHING``; a duplicate commits nothing
    else), the handler's state changes, the handler's outbox rows — commit;
 3. wakes the relay, then acks. An ack is never sent before the commit.
@@ -33,11 +37,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from libs.aggregate import AggregateRoot
 from libs.errors import (
     ConcurrencyConflict,
+    ImpostorMessage,
     InfrastructureUnavailable,
-    OrderflowError,
+    InvalidMessageData,
+    MalformedMessage,
     PoisonMessage,
-    PublishError,
     UnknownMessageType,
+    UnsupportedContentType,
 )
 from libs.faults import NO_FAULTS, Faults
 from libs.inbox import store as inbox
@@ -56,6 +62,7 @@ from libs.settings import ConsumerSettings
 log = get_logger(__name__)
 _tracer = tracer("orderflow.consumer")
 OTHER_ERROR_RETRIES = 2
+_PLAIN_ENCODINGS = frozenset({"identity", "utf-8", "utf8"})
 
 
 @dataclass(slots=True)
@@ -113,6 +120,20 @@ class HandlerContext:
 
 
 Handler = Callable[[Any, HandlerContext], Awaitable[None]]
+Refuser = Callable[[Envelope, PoisonMessage, HandlerContext], Awaitable[bool]]
+"""Answers a message whose data its type refuses; True once answered, False to dead-letter."""
+
+
+def _refusal(refuse: Refuser, error: PoisonMessage) -> Handler:
+    """A refusal runs like a handler (same transaction, inbox row, outbox, ack); when the refuser
+    cannot answer, the original error dead-letters the message as if there were no refuser."""
+
+    async def refusal(_: Any, ctx: HandlerContext) -> None:
+        if not await refuse(ctx.envelope, error, ctx):
+            raise error
+
+    refusal.__qualname__ = f"refusal:{getattr(refuse, '__qualname__', 'refuse')}"
+    return refusal
 
 
 @dataclass(slots=True)
@@ -138,7 +159,12 @@ class MessageRunner:
         wakeup: Wakeup,
         settings: ConsumerSettings | None = None,
         faults: Faults = NO_FAULTS,
+        senders: Mapping[str, frozenset[str]] | None = None,
+        refusals: Mapping[str, Refuser] | None = None,
     ) -> None:
+        """``senders``: per message type, the broker users it is accepted from (types not
+        named are accepted from anyone). ``refusals``: per message type, who answers data that
+        fails its schema."""
         self.consumer = consumer
         self.queue = queue
         self._source = source
@@ -149,6 +175,8 @@ class MessageRunner:
         self._wakeup = wakeup
         self._settings = settings or ConsumerSettings()
         self._faults = faults
+        self._senders = dict(senders or {})
+        self._refusals = dict(refusals or {})
         self._stopping = False
         self.stats = RunnerStats()
 
@@ -197,7 +225,27 @@ class MessageRunner:
             self._faults.point("consumer.after_commit")
             await settle(delivery, ack=True)
 
-    def _read(self, delivery: Delivery) -> tuple[Envelope, Message, Handler]:
+    def _read(self, delivery: Delivery) -> tuple[Envelope, Message | None, Handler]:
+        """The delivery as (event, message, handler), or the PoisonMessage that says why not.
+
+        Whatever goes wrong while reading is poison, predicted or not: a reader that lets any
+        exception out would leave the delivery unsettled, holding a prefetch slot forever.
+        """
+        try:
+            return self._read_unguarded(delivery)
+        except PoisonMessage:
+            raise
+        except Exception as exc:
+            raise MalformedMessage(
+                f"the delivery could not be read: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
+
+    def _read_unguarded(self, delivery: Delivery) -> tuple[Envelope, Message | None, Handler]:
+        if (delivery.content_encoding or "identity").lower() not in _PLAIN_ENCODINGS:
+            raise UnsupportedContentType(
+                f"content encoding {str(delivery.content_encoding)[:40]!r}: the body must be "
+                "plain UTF-8 JSON"
+            )
         envelope = codec.decode(
             delivery.body,
             content_type=delivery.content_type,
@@ -205,14 +253,36 @@ class MessageRunner:
         )
         # The event's own id is the idempotency key. The AMQP message_id should mirror it, but
         # clients (aio-pika among them) fill it with a random id when the caller sets none.
-        message = self._registry.parse(envelope)
+        self._registry.spec(envelope.type)  # unknown type or version: say which
         handler = self._handlers.get(envelope.type)
         if handler is None:
             raise UnknownMessageType(f"{self.consumer} has no handler for {envelope.type}")
-        return envelope, message, handler
+        self._check_sender(envelope.type, delivery.user_id)
+        try:
+            return envelope, self._registry.parse(envelope), handler
+        except InvalidMessageData as exc:
+            refuse = self._refusals.get(envelope.type)
+            if refuse is None:
+                raise
+            return envelope, None, _refusal(refuse, exc)
+
+    def _check_sender(self, type_name: str, user_id: object) -> None:
+        """A type owned by a service is accepted only from that service's broker user.
+
+        The broker refuses a publish whose ``user_id`` is not the publisher's login, so the
+        property names who really sent the message (absent: the sender did not say).
+        """
+        allowed = self._senders.get(type_name)
+        if allowed is None or user_id in allowed:
+            return
+        sender = f"user {str(user_id)[:64]!r}" if user_id else "a publisher that set no user_id"
+        raise ImpostorMessage(
+            f"{type_name} is accepted only from {', '.join(sorted(allowed))}; "
+            f"this one came from {sender}"
+        )
 
     async def _run_with_retries(
-        self, envelope: Envelope, message: Message, handler: Handler
+        self, envelope: Envelope, message: Message | None, handler: Handler
     ) -> tuple[BaseException | None, int]:
         """(None, attempts) once committed, or (the error to dead-letter with, attempts)."""
         conflicts = others = attempts = 0
@@ -258,7 +328,9 @@ class MessageRunner:
                 )
                 await asyncio.sleep(delay)
 
-    async def _transaction(self, envelope: Envelope, message: Message, handler: Handler) -> None:
+    async def _transaction(
+        self, envelope: Envelope, message: Message | None, handler: Handler
+    ) -> None:
         async with self._pool.acquire() as conn:
             ctx = HandlerContext(
                 conn=conn, envelope=envelope, registry=self._registry, source=self._source
@@ -297,7 +369,7 @@ class MessageRunner:
         if len(deliveries) == 1:
             await self(deliveries[0])
             return
-        readable: list[tuple[Delivery, Envelope, Message, Handler]] = []
+        readable: list[tuple[Delivery, Envelope, Message | None, Handler]] = []
         requeued: list[Delivery] = []
         for delivery in deliveries:
             try:
@@ -338,7 +410,7 @@ class MessageRunner:
             await settle(delivery, ack=not any(delivery is r for r in requeued))
 
     async def _batch_transaction(
-        self, items: list[tuple[Delivery, Envelope, Message, Handler]]
+        self, items: list[tuple[Delivery, Envelope, Message | None, Handler]]
     ) -> None:
         if not items:
             return
@@ -376,7 +448,7 @@ class MessageRunner:
         writer: OutboxWriter,
         delivery: Delivery,
         envelope: Envelope,
-        message: Message,
+        message: Message | None,
         handler: Handler,
     ) -> None:
         structlog.contextvars.bind_contextvars(
@@ -435,8 +507,8 @@ class MessageRunner:
                 error=error,
                 attempts=max(attempts, delivery_count(delivery)),
             )
-        except (PublishError, OrderflowError) as exc:
-            log.error("consumer.dead_letter_failed", error=str(exc))
+        except Exception as exc:  # not confirmed, or the channel is gone: requeue, never drop
+            log.error("consumer.dead_letter_failed", error=f"{type(exc).__name__}: {exc}")
             self.stats.requeued += 1
             await asyncio.sleep(self._settings.retry_cap)
             return False

@@ -16,6 +16,8 @@ from typing import Any
 class FakeDelivery:
     body: bytes
     content_type: str | None = "application/cloudevents+json"
+    content_encoding: str | None = None
+    user_id: str | None = None
     message_id: str | None = None
     type: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
@@ -24,6 +26,10 @@ class FakeDelivery:
     correlation_id: str | None = None
     timestamp: datetime | None = None
     settled: list[str] = field(default_factory=list)
+
+    @property
+    def processed(self) -> bool:
+        return bool(self.settled)
 
     async def ack(self, multiple: bool = False) -> None:
         self.settled.append("ack-multiple" if multiple else "ack")

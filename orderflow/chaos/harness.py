@@ -8,6 +8,10 @@
 4. Heal, then wait for quiescence: every placed order terminal, every invariant holding.
 5. The report: placed, terminal, lost, charged twice, refunds, duplicates absorbed, dead letters
    (which must be exactly the bad messages injected), time to quiesce, and every violation.
+
+Faults are counted by their effects (orderflow.chaos.verify): ``faults`` holds only the faults
+observed to have happened, ``faults_attempted`` what the scenario tried; a fault attempted but not
+observed, or a scenario that observed none of the faults it is for, is a violation.
 """
 
 from __future__ import annotations
@@ -31,14 +35,14 @@ from libs.messaging.connection import connect as amqp_connect
 from libs.pg.admin import database_of, drop_database
 from libs.settings import Settings
 from libs.testing.infra import remove_service_users, service_env, temporary_vhost
-from orderflow.chaos.poison import FORGED_LOG_LINE
+from orderflow.chaos.poison import ANSWERED, FORGED_LOG_LINE
 from orderflow.chaos.scenarios import SCENARIOS, Context, Scenario
 from orderflow.check import check
 from orderflow.client import OrderClient
 from orderflow.dlq import list_letters
 from orderflow.load import plan
 from orderflow.setup import setup
-from orderflow.supervisor import Supervisor
+from orderflow.supervisor import Child, Supervisor
 
 QUIESCE_LIMIT = 30.0
 MIX = {"ok": 80, "declined": 10, "out-of-stock": 10}
@@ -62,7 +66,10 @@ class ChaosReport:
     dead_letters: int = 0
     bad_messages_injected: int = 0
     time_to_quiesce: float | None = None
-    faults: dict[str, int] = field(default_factory=dict)
+    publish_retries: int = 0
+    faults: dict[str, int] = field(default_factory=dict)  # observed: what really happened
+    faults_attempted: dict[str, int] = field(default_factory=dict)
+    fault_log: list[str] = field(default_factory=list)  # seconds since the start, what
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -181,6 +188,8 @@ async def run_chaos(
         connection = await amqp_connect(run_settings.amqp_url, name="orderflow-chaos")
         stack.push_async_callback(connection.close)
         output = io.StringIO()
+        if log_path is not None:  # saved last, whatever happens: a failed run needs it most
+            stack.callback(_save, log_path, output)
         orders = max(1, int(duration * rate))
         ctx: Context | None = None
         supervisor = Supervisor(
@@ -188,9 +197,14 @@ async def run_chaos(
             restart=True,
             output=output,
             color=False,
-            relays=scenario.relays,
             extra_env=lambda child: scenario.child_env(ctx, child),
         )
+        if scenario.relays:
+            problem = relay_mode_problem()
+            if problem is None:
+                _add_relays(supervisor)
+            else:  # the scenario runs without them, and fails
+                report.violations.append(problem)
         ctx = Context(
             supervisor,
             rng,
@@ -198,6 +212,7 @@ async def run_chaos(
             connection,
             orders_planned=orders,
             extra={"env": env},
+            log=output.getvalue,
         )
         await scenario.before(ctx)
         stack.push_async_callback(_close_proxies, ctx)
@@ -206,6 +221,7 @@ async def run_chaos(
         client = await OrderClient.open(run_settings.amqp_url)
         stack.push_async_callback(client.close)
         ctx.stop_at = time.monotonic() + duration
+        ctx.faults.started = time.monotonic()  # the fault log counts from the fault window
         faults = asyncio.create_task(scenario.inject(ctx))
         order_ids = await _place_all(ctx, client, report, rate=rate, seed=seed, orders=orders)
         await faults
@@ -220,14 +236,51 @@ async def run_chaos(
         took, statuses = await _quiesce(run_settings, order_ids, limit=QUIESCE_LIMIT + 30)
         report.time_to_quiesce = took
         await _fill(report, ctx, run_settings, order_ids, statuses, output.getvalue())
-        if log_path is not None:
-            _save(log_path, output.getvalue())
+        report.violations += ctx.faults.violations(scenario.required)
     return report
 
 
-def _save(path: Path, text: str) -> None:
+RELAY_MODE = (
+    "ORDERFLOW_RELAY__MODE"  # libs.service.app's RelayMode: in-process (default), off, only
+)
+
+
+def relay_mode_problem() -> str | None:
+    """None when a process can start with RELAY_MODE=only; otherwise why not (a service builds
+    its Settings first, and so does the supervisor when it confines a child's environment)."""
+    saved = os.environ.get(RELAY_MODE)
+    os.environ[RELAY_MODE] = "only"
+    try:
+        Settings()
+    except Exception as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return (
+            f"relay-only processes cannot start, so none was killed: with {RELAY_MODE}=only "
+            f"Settings() fails ({type(exc).__name__}: {first})"
+        )
+    finally:
+        if saved is None:
+            os.environ.pop(RELAY_MODE, None)
+        else:
+            os.environ[RELAY_MODE] = saved
+    return None
+
+
+def _add_relays(supervisor: Supervisor) -> None:
+    """A relay-only process (RELAY_MODE=only) next to each service, whose own processes then
+    relay nothing (RELAY_MODE=off): each outbox is published by the standalone relay alone, so
+    killing it is a fault the system must survive, not the loss of an idle standby."""
+    for child in supervisor.children:
+        child.env[RELAY_MODE] = "off"
+    services = dict.fromkeys(child.service for child in supervisor.children)
+    supervisor.children += [
+        Child(service, 1, role="relay", env={RELAY_MODE: "only"}) for service in services
+    ]
+
+
+def _save(path: Path, output: io.StringIO) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(output.getvalue())
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:
@@ -266,13 +319,23 @@ async def _fill(
     report.charged_twice = int(result.figures.get("double_charges", 0))
     report.refunds = int(result.figures.get("refunds", 0))
     lines = [line.partition("| ")[2] for line in log.splitlines()]
+    # Counted from the services' logs (one "consumer.duplicate" record per copy skipped).
     report.duplicates_absorbed = sum('"consumer.duplicate"' in line for line in lines)
     if any(line.startswith(FORGED_LOG_LINE) for line in lines):
         report.violations.append("a forged log line got into the service logs")
     letters = await list_letters(settings)
     report.dead_letters = len(letters)
     report.bad_messages_injected = len(ctx.injected)
-    expected = {p.message_id: p for p in ctx.injected}
+    answered = [p for p in ctx.injected if p.expected_error == ANSWERED]
+    refused = await _statuses(settings, [json.loads(p.body)["data"]["order_id"] for p in answered])
+    for bad in answered:
+        order_id = json.loads(bad.body)["data"]["order_id"]
+        if refused.get(order_id) != "REJECTED":
+            report.violations.append(
+                f"bad message {bad.kind} ({bad.message_id}) was not answered: order {order_id} "
+                f"is {refused.get(order_id, 'missing')}, expected REJECTED (refused)"
+            )
+    expected = {p.message_id: p for p in ctx.injected if p.expected_error != ANSWERED}
     found = {letter.id: letter for letter in letters}
     for message_id, bad in expected.items():
         letter = found.get(message_id)
@@ -290,4 +353,7 @@ async def _fill(
                 f"unexpected dead letter {letter_id} in {letter.where}: "
                 f"{letter.error_class}: {letter.error[:200]}"
             )
-    report.faults = dict(ctx.counters)
+    report.publish_retries = ctx.counters["publish retries"]
+    report.faults = dict(ctx.faults.observed)
+    report.faults_attempted = dict(ctx.faults.attempted)
+    report.fault_log = list(ctx.faults.log)

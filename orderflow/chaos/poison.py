@@ -1,4 +1,5 @@
-"""Bad messages the poison scenario mixes into the good ones; each must end in a dead-letter queue.
+"""Bad messages the poison scenario mixes into the good ones; each must end in a dead-letter queue,
+or, for a PlaceOrder whose data is invalid, be answered with a refusal.
 
 Every injected message has a fresh AMQP ``message_id`` and the header ``x-chaos-poison`` naming
 its kind, so the report can match dead letters against what was injected, one for one.
@@ -15,6 +16,9 @@ from typing import Any
 
 from libs.messages.envelope import CONTENT_TYPE
 
+# A PlaceOrder whose data fails its schema is answered (OrderRejected, order stored refused),
+# not dead-lettered: the client hears back on order.events.
+ANSWERED = "answered"
 FORGED_LOG_LINE = '{"event":"forged","level":"error","service":"order_svc"}'
 
 
@@ -88,7 +92,7 @@ _KINDS: dict[str, Callable[[], tuple[str, str, bytes, str, str]]] = {
         PLACE,
         json.dumps(_event(PLACE, _order(items=_line(quantity="many")))).encode(),
         CONTENT_TYPE,
-        "InvalidMessageData",
+        ANSWERED,
     ),
     "unknown-type": lambda: (
         "order.commands",
@@ -123,28 +127,28 @@ _KINDS: dict[str, Callable[[], tuple[str, str, bytes, str, str]]] = {
         PLACE,
         json.dumps(_event(PLACE, _order(customer_id="mallory\n" + FORGED_LOG_LINE))).encode(),
         CONTENT_TYPE,
-        "InvalidMessageData",
+        ANSWERED,
     ),
     "negative-quantity": lambda: (
         "order.commands",
         PLACE,
         json.dumps(_event(PLACE, _order(items=_line(quantity=-3)))).encode(),
         CONTENT_TYPE,
-        "InvalidMessageData",
+        ANSWERED,
     ),
     "sub-cent-price": lambda: (
         "order.commands",
         PLACE,
         json.dumps(_event(PLACE, _order(items=_line(unit_price="9.999")))).encode(),
         CONTENT_TYPE,
-        "InvalidMessageData",
+        ANSWERED,
     ),
     "empty-items": lambda: (
         "order.commands",
         PLACE,
         json.dumps(_event(PLACE, _order(items=[]))).encode(),
         CONTENT_TYPE,
-        "InvalidMessageData",
+        ANSWERED,
     ),
     "negative-amount": lambda: (
         "payment.commands",

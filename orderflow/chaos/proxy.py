@@ -3,6 +3,11 @@
 Services are pointed at the proxy instead of the broker or the database. ``latency`` delays every
 chunk in both directions; ``reset_all`` drops every open connection with a TCP RST; ``blackhole``
 stops forwarding (sockets stay open, bytes wait) until it is lifted. Only loopback addresses.
+
+It counts what it did, so that a run can prove its faults happened: ``connections`` carried,
+``resets`` (connections cut by ``reset_all``), ``blackholed`` (connections that had bytes held
+back by a blackhole), ``delayed`` (chunks held back by latency), and the local ports of its
+upstream sockets (``upstream_ports``: what the target sees as the peer port of a proxied client).
 """
 
 from __future__ import annotations
@@ -34,8 +39,13 @@ class TcpProxy:
         self.latency = 0.0
         self._open = asyncio.Event()
         self._open.set()
-        self.resets = 0
-        self.connections = 0
+        self.connections = 0  # carried: accepted and connected to the target
+        self.refused = 0  # accepted, but the target could not be reached
+        self.resets = 0  # connections cut by reset_all
+        self.blackholed = 0  # connections that had bytes held back by a blackhole
+        self.delayed = 0  # chunks held back by latency
+        self.upstream_ports: set[int] = set()  # every local port of an upstream socket, ever
+        self._held: set[int] = set()  # ids of the pairs held back by the current blackhole
 
     @property
     def port(self) -> int:
@@ -52,9 +62,12 @@ class TcpProxy:
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
+            self.refused += 1
             _abort(client_w)
             return
         self.connections += 1
+        with contextlib.suppress(OSError, TypeError, IndexError):
+            self.upstream_ports.add(int(server_w.get_extra_info("sockname")[1]))
         pair = (client_w, server_w)
         self._pairs.add(pair)
         for reader, writer in ((client_r, server_w), (server_r, client_w)):
@@ -70,8 +83,13 @@ class TcpProxy:
     ) -> None:
         try:
             while chunk := await reader.read(65536):
-                await self._open.wait()
+                if not self._open.is_set():
+                    if id(pair) not in self._held:
+                        self._held.add(id(pair))
+                        self.blackholed += 1
+                    await self._open.wait()
                 if self.latency:
+                    self.delayed += 1
                     await asyncio.sleep(self.latency)
                 writer.write(chunk)
                 await writer.drain()
@@ -92,8 +110,23 @@ class TcpProxy:
         self.resets += len(pairs)
         return len(pairs)
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._pairs)
+
+    async def wait_open(self, timeout: float) -> bool:
+        """Until at least one connection is open (True), or ``timeout`` seconds passed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._pairs:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     def blackhole(self, on: bool) -> None:
         if on:
+            if self._open.is_set():
+                self._held.clear()
             self._open.clear()
         else:
             self._open.set()

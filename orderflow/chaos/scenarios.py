@@ -2,6 +2,11 @@
 
 All randomness comes from ``ctx.rng`` (seeded), so a scenario with the same seed makes the same
 decisions in the same order; timing still depends on the machine.
+
+Every fault is recorded in ``ctx.faults`` (a :class:`~orderflow.chaos.verify.FaultLedger`) as
+attempted, then as observed only once its effect was seen, or as missed with the reason; a
+scenario's ``required`` faults must each have been observed at least once. See
+:mod:`orderflow.chaos.verify` for how each kind is checked.
 """
 
 from __future__ import annotations
@@ -13,17 +18,32 @@ import shutil
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aio_pika.abc import AbstractRobustConnection
 
 from libs.messages.envelope import utcnow
+from libs.messaging.admin import vhost_of
 from libs.messaging.publisher import Outgoing, Publisher
+from libs.pg.admin import database_of
 from orderflow.chaos import poison as poison_kinds
+from orderflow.chaos import verify
 from orderflow.chaos.duplicator import Duplicator
 from orderflow.chaos.proxy import TcpProxy
+from orderflow.chaos.verify import CommandFailed, FaultLedger, cmd
 from orderflow.supervisor import Child, Supervisor
+
+SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
+DSN_KEYS = {
+    "order_svc": "ORDERFLOW_ORDER_DSN",
+    "payment_svc": "ORDERFLOW_PAYMENT_DSN",
+    "inventory_svc": "ORDERFLOW_INVENTORY_DSN",
+    "saga": "ORDERFLOW_SAGA_DSN",
+}
+READY_LIMIT = 60.0  # seconds a restarted process has to say it is ready
 
 
 @dataclass
@@ -32,13 +52,21 @@ class Context:
     rng: random.Random
     stop_at: float
     connection: AbstractRobustConnection
-    counters: Counter[str] = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)  # figures that are not faults
+    faults: FaultLedger = field(default_factory=FaultLedger)
     proxies: dict[str, TcpProxy] = field(default_factory=dict)
     injected: list[poison_kinds.Poison] = field(default_factory=list)
     faults_on: bool = True
     orders_planned: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    log: Callable[[], str] = lambda: ""  # the supervised children's output so far
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The run's ORDERFLOW_* variables (vhost, databases, broker user prefix…)."""
+        env: dict[str, str] = self.extra["env"]
+        return env
 
     def remaining(self) -> float:
         return self.stop_at - time.monotonic()
@@ -58,22 +86,10 @@ class Context:
         task.add_done_callback(self.tasks.discard)
 
 
-async def _cmd(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    await proc.wait()
-
-
-def _pg_version() -> str:
-    import os
-
-    return sorted(os.listdir("/etc/postgresql"))[0]
-
-
 class Scenario:
     name = ""
-    relays = False
+    relays = False  # also run a relay-only process per service (the services relay nothing)
+    required: tuple[str, ...] = ()  # fault kinds that must each be observed at least once
 
     def child_env(self, ctx: Context | None, child: Child) -> dict[str, str]:
         return {}
@@ -89,28 +105,67 @@ class Scenario:
 
 
 class KillStorm(Scenario):
-    """SIGKILL a random service or relay process every 1-5 s; restart it after 0.5-3 s."""
+    """SIGKILL a ready process every 1-4 s, by turns one of a service's own and a relay-only one
+    (``relays``); restart it after 0.5-3 s. A kill counts once the pid is gone, ended by SIGKILL;
+    a restart once a new pid said it was ready."""
 
     name = "kill-storm"
     relays = True
+    required = ("kills", "restarts", "kills of service processes", "kills of relay-only processes")
 
     async def inject(self, ctx: Context) -> None:
-        while await ctx.pause(1, 5):
-            alive = [c for c in ctx.supervisor.children if c.alive]
-            if not alive:
+        turn = 0
+        while await ctx.pause(1, 4):
+            ready = [c for c in ctx.supervisor.children if c.alive and c.ready.is_set()]
+            relays = [c for c in ready if c.role == "relay"]
+            services = [c for c in ready if not c.role]
+            turn += 1
+            candidates = (services if turn % 2 else relays) or ready
+            if not candidates:
                 continue
-            victim = ctx.rng.choice(alive)
-            await ctx.supervisor.kill(victim, signal.SIGKILL)
-            ctx.counters["kills"] += 1
-            ctx.counters[f"kills:{victim.name}"] += 1
-            ctx.later(ctx.rng.uniform(0.5, 3), ctx.supervisor.start(victim))
+            victim = ctx.rng.choice(candidates)
+            pid = await self._kill(ctx, victim)
+            if pid is not None:
+                ctx.later(ctx.rng.uniform(0.5, 3), self._restart(ctx, victim, pid))
+
+    async def _kill(self, ctx: Context, victim: Child) -> int | None:
+        """SIGKILL the victim; its pid once verified gone, else None."""
+        number = ctx.faults.attempt("kills")
+        process = victim.process
+        assert process is not None
+        await ctx.supervisor.kill(victim, signal.SIGKILL)
+        problem = verify.kill_problem(process.pid, process.returncode, signal.SIGKILL)
+        if problem is not None:
+            ctx.faults.miss("kills", f"{victim.name}: {problem}", number)
+            return None
+        ctx.faults.saw("kills")
+        ctx.faults.saw(f"kills of {'relay-only' if victim.role else 'service'} processes")
+        ctx.faults.saw(f"kills:{victim.name}")
+        return process.pid
+
+    async def _restart(self, ctx: Context, victim: Child, old_pid: int) -> None:
+        number = ctx.faults.attempt("restarts")
+        await ctx.supervisor.start(victim)
+        try:
+            await asyncio.wait_for(victim.ready.wait(), READY_LIMIT)
+            ready = True
+        except TimeoutError:
+            ready = False
+        new_pid = victim.process.pid if victim.process is not None else None
+        problem = verify.restart_problem(old_pid, new_pid, ready=ready)
+        if problem is not None:
+            ctx.faults.miss("restarts", f"{victim.name}: {problem}", number)
+        else:
+            ctx.faults.saw("restarts")
 
 
 class CommitBoundaries(Scenario):
     """Crash right after a consumer's commit (before its ack) and right after a relay's publish
-    (before it marks the rows): the fault points of libs.faults, enabled in the children."""
+    (before it marks the rows): the fault points of libs.faults, enabled in the children. A crash
+    counts when the child wrote the fault point's marker and exited with its exit code."""
 
     name = "commit-boundaries"
+    required = ("crashes at fault points",)
 
     def child_env(self, ctx: Context | None, child: Child) -> dict[str, str]:
         if ctx is not None and not ctx.faults_on:
@@ -126,112 +181,278 @@ class CommitBoundaries(Scenario):
         for child in list(ctx.supervisor.children):  # restart without fault points
             await ctx.supervisor.kill(child, signal.SIGTERM)
             await ctx.supervisor.start(child)
-        ctx.counters["crashes at fault points"] = sum(
-            c.exits.count(137) for c in ctx.supervisor.children
-        )
+        await ctx.supervisor.wait_ready(timeout=90)
+        # The supervisor records an exit once it has read the child's last line: give the
+        # watchers of the last crashes a moment to catch up with the markers.
+        deadline = time.monotonic() + 5
+        while True:
+            exits = {c.name: list(c.exits) for c in ctx.supervisor.children}
+            observed, problems = verify.crash_problems(verify.fired_points(ctx.log()), exits)
+            if not problems or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        for problem in problems:
+            ctx.faults.miss("crashes at fault points", problem)
+        ctx.faults.saw("crashes at fault points", sum(observed.values()))
+        for point, count in observed.items():
+            ctx.faults.saw(f"crashes at {point}", count)
 
 
 class BrokerRestart(Scenario):
-    """Restart RabbitMQ (stop_app/start_app) or drop every AMQP connection, several times."""
+    """By turns restart RabbitMQ's application (stop_app/start_app) and drop every connection of
+    the run's vhost. A restart counts once the application is back as a new instance; a drop
+    once every connection listed before it is gone."""
 
     name = "broker-restart"
+    required = ("broker restarts", "connections dropped")
 
     async def inject(self, ctx: Context) -> None:
         if not shutil.which("rabbitmqctl"):
             raise RuntimeError("broker-restart needs rabbitmqctl (a local RabbitMQ)")
-        n = 0
-        while await ctx.pause(3, 6):
-            n += 1
-            if n % 2:
-                await _cmd(
-                    "rabbitmqctl", "-q", "close_all_connections", "chaos: dropping connections"
-                )
-                ctx.counters["connections dropped"] += 1
+        vhost = vhost_of(ctx.env["ORDERFLOW_AMQP_URL"])
+        turn = 0
+        while await ctx.pause(1, 3):
+            turn += 1  # a drop first: it is quick, and so is the restart after it
+            if turn % 2:
+                await self._drop(ctx, vhost)
             else:
-                await _cmd("rabbitmqctl", "-q", "stop_app")
-                await asyncio.sleep(ctx.rng.uniform(1, 3))
-                await _cmd("rabbitmqctl", "-q", "start_app")
-                ctx.counters["broker restarts"] += 1
+                await self._restart(ctx)
+
+    async def _restart(self, ctx: Context, kind: str = "broker restarts") -> None:
+        number = ctx.faults.attempt(kind)
+        try:
+            before = await verify.broker_instance()
+            await cmd("rabbitmqctl", "-q", "stop_app")
+            await asyncio.sleep(ctx.rng.uniform(1, 3))
+            await cmd("rabbitmqctl", "-q", "start_app")
+            await cmd("rabbitmqctl", "-q", "await_startup")
+            after = await verify.broker_instance()
+        except CommandFailed as exc:
+            ctx.faults.miss(kind, str(exc), number)
+            return
+        problem = verify.broker_restart_problem(before, after)
+        if problem is not None:
+            ctx.faults.miss(kind, problem, number)
+        else:
+            ctx.faults.saw(kind)
+
+    async def _drop(self, ctx: Context, vhost: str, kind: str = "connections dropped") -> None:
+        number = ctx.faults.attempt(kind)
+        try:
+            before = {c["pid"] for c in await verify.broker_connections(vhost)}
+            await cmd(
+                "rabbitmqctl",
+                "-q",
+                "close_all_connections",
+                "-p",
+                vhost,
+                "chaos: dropping connections",
+            )
+            deadline = time.monotonic() + 5  # closing is asynchronous in the broker
+            while True:
+                after = {c["pid"] for c in await verify.broker_connections(vhost)}
+                problem = verify.connections_dropped_problem(before, after)
+                if problem is None or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        except CommandFailed as exc:
+            ctx.faults.miss(kind, str(exc), number)
+            return
+        if problem is not None:
+            ctx.faults.miss(kind, problem, number)
+        else:
+            ctx.faults.saw(kind)
+            ctx.faults.saw("broker connections cut", len(before))
 
     async def heal(self, ctx: Context) -> None:
-        await _cmd("rabbitmqctl", "-q", "start_app")
-        await _cmd("rabbitmqctl", "-q", "await_startup")
+        await cmd("rabbitmqctl", "-q", "start_app")
+        await cmd("rabbitmqctl", "-q", "await_startup")
+
+
+def _pg_version() -> str:
+    import os
+
+    return sorted(os.listdir("/etc/postgresql"))[0]
 
 
 class DatabaseRestart(Scenario):
-    """Restart PostgreSQL (fast shutdown: every connection is cut) under load."""
+    """Restart PostgreSQL (fast shutdown: every connection is cut) under load. A restart counts
+    once ``pg_postmaster_start_time()`` moved."""
 
     name = "database-restart"
+    required = ("database restarts",)
 
     async def inject(self, ctx: Context) -> None:
         if not shutil.which("pg_ctlcluster"):
             raise RuntimeError("database-restart needs pg_ctlcluster (a local PostgreSQL)")
+        admin = ctx.env["ORDERFLOW_PG_ADMIN_DSN"]
+        kind = "database restarts"
         while await ctx.pause(4, 8):
-            await _cmd(
-                "pg_ctlcluster",
-                "--skip-systemctl-redirect",
-                _pg_version(),
-                "main",
-                "restart",
-                "-m",
-                "fast",
-            )
-            ctx.counters["database restarts"] += 1
+            number = ctx.faults.attempt(kind)
+            try:
+                before = await verify.postmaster_started(admin)
+                await cmd(
+                    "pg_ctlcluster",
+                    "--skip-systemctl-redirect",
+                    _pg_version(),
+                    "main",
+                    "restart",
+                    "-m",
+                    "fast",
+                )
+                after = await verify.postmaster_started(admin)
+            except CommandFailed as exc:
+                ctx.faults.miss(kind, str(exc), number)
+                continue
+            problem = verify.database_restart_problem(before, after)
+            if problem is not None:
+                ctx.faults.miss(kind, problem, number)
+            else:
+                ctx.faults.saw(kind)
 
     async def heal(self, ctx: Context) -> None:
-        await _cmd("pg_ctlcluster", "--skip-systemctl-redirect", _pg_version(), "main", "start")
+        with contextlib.suppress(CommandFailed):  # "already running" is an exit code 2
+            await cmd("pg_ctlcluster", "--skip-systemctl-redirect", _pg_version(), "main", "start")
+        await verify.postmaster_started(ctx.env["ORDERFLOW_PG_ADMIN_DSN"])
+
+
+def _via(url: str, port: int) -> str:
+    """``url`` pointed at ``port`` on the same host (which must be a loopback address)."""
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+        raise ValueError(
+            f"the chaos proxy needs a loopback URL with a port, not host {parts.hostname}"
+        )
+    netloc = parts.netloc.rpartition(":")[0] + f":{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _target(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"the chaos proxy needs a URL with a host and a port ({parts.hostname})")
+    return parts.hostname, parts.port
 
 
 class NetworkFaults(Scenario):
     """Services reach the broker and the database through TCP proxies that add latency, reset
-    connections and blackhole traffic for a while."""
+    connections and blackhole traffic for a while: by turns on each proxy, each proxy's first
+    fault a cut. A fault counts once the proxy saw it act on a connection (reset one, held back
+    or delayed bytes); the run also checks that every service connection the broker and the
+    database see comes from a proxy."""
 
     name = "network-faults"
+    required = ("connections carried by the amqp proxy", "connections carried by the pg proxy")
 
     async def before(self, ctx: Context) -> None:
-        ctx.proxies["amqp"] = await TcpProxy(target_host="127.0.0.1", target_port=5672).start()
-        ctx.proxies["pg"] = await TcpProxy(target_host="127.0.0.1", target_port=5432).start()
+        amqp_host, amqp_port = _target(ctx.env["ORDERFLOW_AMQP_URL"])
+        pg_host, pg_port = _target(ctx.env["ORDERFLOW_ORDER_DSN"])
+        ctx.proxies["amqp"] = await TcpProxy(target_host=amqp_host, target_port=amqp_port).start()
+        ctx.proxies["pg"] = await TcpProxy(target_host=pg_host, target_port=pg_port).start()
 
     def child_env(self, ctx: Context | None, child: Child) -> dict[str, str]:
         assert ctx is not None
-        base = ctx.extra["env"]
-        amqp, pg = ctx.proxies["amqp"].port, ctx.proxies["pg"].port
-        out = {"ORDERFLOW_AMQP_URL": base["ORDERFLOW_AMQP_URL"].replace(":5672/", f":{amqp}/")}
-        for key in (
-            "ORDERFLOW_ORDER_DSN",
-            "ORDERFLOW_PAYMENT_DSN",
-            "ORDERFLOW_INVENTORY_DSN",
-            "ORDERFLOW_SAGA_DSN",
-        ):
-            out[key] = base[key].replace(":5432/", f":{pg}/")
+        env = ctx.env
+        out = {"ORDERFLOW_AMQP_URL": _via(env["ORDERFLOW_AMQP_URL"], ctx.proxies["amqp"].port)}
+        for key in DSN_KEYS.values():
+            out[key] = _via(env[key], ctx.proxies["pg"].port)
         return out
 
     async def inject(self, ctx: Context) -> None:
-        while await ctx.pause(1.5, 3.5):
-            proxy_name = ctx.rng.choice(("amqp", "pg"))
-            proxy = ctx.proxies[proxy_name]
-            fault = ctx.rng.choice(("latency", "reset", "blackhole"))
-            ctx.counters[f"{fault} on {proxy_name}"] += 1
-            if fault == "reset":
-                proxy.reset_all()
-            elif fault == "latency":
-                proxy.latency = ctx.rng.uniform(0.02, 0.1)
-                await ctx.pause(1, 3)
-                proxy.latency = 0.0
+        turn = 0
+        while await ctx.pause(1, 2.5):
+            name = ("amqp", "pg")[turn % 2]
+            faults = ("reset", "blackhole") if turn < 2 else ("latency", "reset", "blackhole")
+            turn += 1
+            await self._fault(ctx, name, ctx.rng.choice(faults))
+
+    async def _fault(self, ctx: Context, name: str, fault: str) -> None:
+        proxy = ctx.proxies[name]
+        kind = f"{fault} on {name}"
+        number = ctx.faults.attempt(kind)
+        if not await proxy.wait_open(10):
+            ctx.faults.miss(kind, "no connection was open through the proxy", number)
+            return
+        if fault == "reset":
+            cut = proxy.reset_all()
+            if cut:
+                ctx.faults.saw(kind)
             else:
-                proxy.blackhole(True)
-                await ctx.pause(1, 3)
-                proxy.blackhole(False)
+                ctx.faults.miss(kind, "the proxy had no connection to reset", number)
+            return
+        # latency and blackhole last 1-2.5 s, longer (up to 5 s more) until bytes were held
+        counted = "delayed" if fault == "latency" else "blackholed"
+        before = getattr(proxy, counted)
+        if fault == "latency":
+            proxy.latency = ctx.rng.uniform(0.02, 0.1)
+        else:
+            proxy.blackhole(True)
+        try:
+            await asyncio.sleep(ctx.rng.uniform(1, 2.5))
+            deadline = time.monotonic() + 5
+            while getattr(proxy, counted) == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            proxy.heal()
+        if getattr(proxy, counted) > before:
+            ctx.faults.saw(kind)
+        else:
+            ctx.faults.miss(kind, f"no traffic through the proxy was {counted}", number)
 
     async def heal(self, ctx: Context) -> None:
         for proxy in ctx.proxies.values():
             proxy.heal()
+        for name, proxy in ctx.proxies.items():
+            ctx.faults.saw(f"connections carried by the {name} proxy", proxy.connections)
+            ctx.faults.saw(f"connections reset by the {name} proxy", proxy.resets)
+            ctx.faults.saw(f"connections blackholed by the {name} proxy", proxy.blackholed)
+            ctx.faults.saw(f"chunks delayed by the {name} proxy", proxy.delayed)
+            for problem in verify.proxy_problems(
+                name, carried=proxy.connections, cut=proxy.resets + proxy.blackholed
+            ):
+                ctx.faults.miss(f"cuts by the {name} proxy", problem)
+        await self._check_routing(ctx)
+
+    async def _check_routing(self, ctx: Context) -> None:
+        """Every service's broker and database connections come from the proxies' sockets
+        (waiting up to 15 s for each service to have reconnected after the last fault)."""
+        env = ctx.env
+        prefix, vhost = env["ORDERFLOW_AMQP_USER_PREFIX"], vhost_of(env["ORDERFLOW_AMQP_URL"])
+        databases = {database_of(env[key]): service for service, key in DSN_KEYS.items()}
+        deadline = time.monotonic() + 15
+        while True:
+            amqp: dict[str, list[int]] = {s: [] for s in SERVICES}
+            for conn in await verify.broker_connections(vhost):
+                user = str(conn.get("user", ""))
+                if user.startswith(prefix) and user[len(prefix) :] in amqp:
+                    amqp[user[len(prefix) :]].append(int(conn["peer_port"]))
+            pg: dict[str, list[int]] = {s: [] for s in SERVICES}
+            for row in await verify.database_clients(
+                env["ORDERFLOW_PG_ADMIN_DSN"], list(databases)
+            ):
+                pg[databases[row["datname"]]].append(int(row["client_port"]))
+            problems = verify.routing_problems(
+                "the broker", amqp, ctx.proxies["amqp"].upstream_ports
+            ) + verify.routing_problems("the database", pg, ctx.proxies["pg"].upstream_ports)
+            if not problems or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        for problem in problems:
+            ctx.faults.miss("traffic through the proxies", problem)
+        ctx.faults.saw(
+            "service connections to the broker via the proxy", sum(map(len, amqp.values()))
+        )
+        ctx.faults.saw(
+            "service connections to the database via the proxy", sum(map(len, pg.values()))
+        )
 
 
 class Duplicates(Scenario):
-    """Re-deliver 20 % of all messages with the same id; every copy must be absorbed."""
+    """Re-deliver 20 % of all messages with the same id; every copy must be absorbed. A copy
+    counts once the broker confirmed it."""
 
     name = "duplicates"
+    required = ("copies injected",)
 
     async def before(self, ctx: Context) -> None:
         duplicator = Duplicator(ctx.connection, share=0.2, seed=ctx.rng.randrange(1 << 30))
@@ -244,14 +465,16 @@ class Duplicates(Scenario):
     async def heal(self, ctx: Context) -> None:
         duplicator: Duplicator = ctx.extra["duplicator"]
         await duplicator.close()
-        ctx.counters["copies injected"] = duplicator.copies
+        ctx.faults.saw("copies injected", duplicator.copies)
 
 
 class PoisonMix(Scenario):
     """Mix every kind of bad message into the good ones; each must land in a dead-letter queue
-    with its reason, none of the good ones lost."""
+    with its reason, none of the good ones lost. A bad message counts once the broker confirmed
+    it (the report then matches every one against the dead letters)."""
 
     name = "poison"
+    required = ("bad messages injected",)
 
     async def inject(self, ctx: Context) -> None:
         count = max(len(poison_kinds.KINDS), ctx.orders_planned // 10)
@@ -274,7 +497,8 @@ class PoisonMix(Scenario):
                     )
                 )
                 ctx.injected.append(bad)
-                ctx.counters[f"poison:{bad.kind}"] += 1
+                ctx.faults.saw("bad messages injected")
+                ctx.faults.saw(f"poison:{bad.kind}")
         finally:
             with contextlib.suppress(Exception):
                 await publisher.close()

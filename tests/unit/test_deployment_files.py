@@ -40,14 +40,21 @@ def test_services_start_after_setup_and_send_traces_to_jaeger() -> None:
         env = svc["environment"]
         assert env["OTEL_SERVICE_NAME"] == name
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
-        assert "@rabbitmq:5672/orderflow" in env["ORDERFLOW_AMQP_URL"]
-        for key in (
-            "ORDERFLOW_ORDER_DSN",
-            "ORDERFLOW_PAYMENT_DSN",
-            "ORDERFLOW_INVENTORY_DSN",
-            "ORDERFLOW_SAGA_DSN",
-        ):
-            assert "@postgres:5432/" in env[key]
+        assert env["ORDERFLOW_AMQP_URL"] == f"amqp://orderflow_{name}@rabbitmq:5672/orderflow"
+        dsns = [key for key in env if key.endswith("_DSN")]
+        assert len(dsns) == 1 and f"orderflow_{name}@postgres:5432/" in env[dsns[0]]
+
+
+def test_each_service_container_gets_only_its_own_credentials() -> None:
+    for name in SERVICES:
+        svc = COMPOSE["services"][name]
+        env = svc["environment"]
+        assert not [k for k in env if any(w in k for w in ("PASSWORD", "ADMIN", "SECRET_"))], name
+        assert not any(":orderflow@" in str(v) for v in env.values()), name  # no admin password
+        assert svc["volumes"] == [f"secrets-{name}:/run/orderflow-secrets:ro"], name
+    setup = COMPOSE["services"]["setup"]
+    assert setup["environment"]["ORDERFLOW_SECRETS_PER_SERVICE"] == "true"
+    assert {v.split(":")[0] for v in setup["volumes"]} == {f"secrets-{n}" for n in SERVICES}
 
 
 def test_the_broker_definitions_file_creates_the_vhost_compose_points_at() -> None:

@@ -26,3 +26,23 @@ def test_input_with_newlines_cannot_forge_a_log_line(
         assert record["event"] == "consumer.poison"
         assert record["service"] == "test_svc"
         assert "\\n" in record["customer_id"]
+
+
+def test_an_exception_that_cannot_be_formatted_still_logs_with_its_frames(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import structlog
+
+    def broken(*_: object) -> None:
+        raise SystemError("AST constructor recursion depth mismatch")
+
+    monkeypatch.setattr(structlog.processors, "format_exc_info", broken)
+    setup_logging(service="test_svc", fmt="json", level="INFO")
+    try:
+        raise ValueError("the handler failed")
+    except ValueError as exc:
+        get_logger("t").error("consumer.handler_failed", exc_info=exc)
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert record["event"] == "consumer.handler_failed"
+    assert "ValueError: the handler failed" in record["exception"]
+    assert "test_logging.py" in record["exception"]

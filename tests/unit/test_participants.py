@@ -15,8 +15,7 @@ from libs.contracts.inventory import (
 )
 from libs.contracts.order import OrderConfirmed, OrderCreated, OrderRejected, PlaceOrder
 from libs.contracts.payment import PaymentCaptured, PaymentDeclined, PaymentRefunded, ProcessPayment
-from libs.contracts.types import Line, PricedLine
-from libs.errors import InvalidMessageData
+from libs.contracts.types import Line, PricedLine, QuotedLine
 from order_svc.domain.model import Order, OrderStatus, OrderTransitionRefused
 from payment_svc.domain.model import Customer, PaymentStatus, process_payment, refund_payment
 
@@ -133,37 +132,49 @@ def place(**overrides: object) -> PlaceOrder:
         "customer_id": "alice",
         "items": (
             PricedLine(sku="WIDGET", quantity=3, unit_price=Decimal("2.50")),
-            PricedLine(sku="GADGET", quantity=1, unit_price=Decimal("0.10")),
+            QuotedLine(sku="GADGET", quantity=1),
         ),
     }
     fields.update(overrides)
     return PlaceOrder(**fields)  # type: ignore[arg-type]
 
 
+CATALOG = {"WIDGET": Decimal("2.50"), "GADGET": Decimal("0.10")}
+
+
+def placed(command: PlaceOrder, order_id: str = ORDER) -> Order:
+    return Order.place(command, order_id=order_id, catalog=CATALOG, max_total=Decimal("1000"))
+
+
 def test_an_order_is_placed_pending_with_its_total_in_decimal() -> None:
-    order = Order.place(place(), order_id=ORDER)
+    order = placed(place())
     assert order.status is OrderStatus.PENDING
     assert order.total == Decimal("7.60")
     [event] = order.pull_events()
     assert isinstance(event, OrderCreated)
     assert event.total == Decimal("7.60")
+    assert [i.unit_price for i in event.items] == [Decimal("2.50"), Decimal("0.10")]
 
 
 def test_an_order_with_a_sku_twice_is_refused() -> None:
-    line = PricedLine(sku="WIDGET", quantity=1, unit_price=Decimal("1"))
-    with pytest.raises(InvalidMessageData, match="WIDGET"):
-        Order.place(place(items=(line, line)), order_id=ORDER)
+    line = PricedLine(sku="WIDGET", quantity=1, unit_price=Decimal("2.50"))
+    order = placed(place(items=(line, line)))
+    assert order.refused
+    assert order.status is OrderStatus.REJECTED
+    [event] = order.pull_events()
+    assert isinstance(event, OrderRejected)
+    assert "WIDGET" in event.reason
 
 
 def test_an_order_ends_once_and_never_in_both_states() -> None:
-    order = Order.place(place(), order_id=ORDER)
+    order = placed(place())
     order.pull_events()
     order.approve()
     order.approve()
     assert order.pull_events() == [OrderConfirmed(order_id=ORDER, total=Decimal("7.60"))]
     with pytest.raises(OrderTransitionRefused):
         order.reject("too late")
-    other = Order.place(place(), order_id=str(uuid.uuid4()))
+    other = placed(place(), str(uuid.uuid4()))
     other.reject("declined")
     other.reject("declined again")
     assert [type(e) for e in other.pull_events()] == [OrderCreated, OrderRejected]

@@ -1,0 +1,350 @@
+"""How a chaos run proves that its faults happened: by their effects, never by the attempts.
+
+A scenario records each fault it attempts in a :class:`FaultLedger`, then looks for the fault's
+effect and records it as observed, or as missed with the reason:
+
+- broker restart: the rabbit application's instance (the Erlang pid of ``rabbit_sup``, a new one
+  each time the application starts) or the node's OS pid changed, and the application is back;
+- dropped broker connections: every connection of the run's vhost listed before is gone after;
+- database restart: ``pg_postmaster_start_time()`` moved forward;
+- kill: the process was ended by the signal and its pid is gone; restart: a new pid, ready;
+- crash at a fault point: the child wrote ``fault.fired point=<name>`` (libs.faults) and exited
+  with the code a fault point exits with, as many times as it wrote the marker;
+- proxy faults: the proxy counted the connections it carried, reset, blackholed or delayed, and
+  the broker and the database see the services' connections coming from the proxy's sockets.
+
+A missed fault, or a scenario that observed none of the faults it exists for, is a violation.
+The checks are plain functions of what was seen, so that a unit test can show each one failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from libs.faults import EXIT_CODE as FAULT_EXIT_CODE
+from libs.faults import MARKER as FAULT_MARKER
+
+
+class CommandFailed(RuntimeError):
+    """A command of the harness failed: its exit code and what it said."""
+
+
+async def cmd(*args: str, timeout: float = 120.0) -> str:
+    """Run a command; its output (stdout and stderr), or CommandFailed with that output."""
+    shown = shlex.join(args)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        raise CommandFailed(f"`{shown}` could not start: {exc}") from None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise CommandFailed(f"`{shown}` did not finish within {timeout:.0f} s") from None
+    text = out.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        raise CommandFailed(
+            f"`{shown}` exited with code {proc.returncode}: {text[-1000:] or '(no output)'}"
+        )
+    return text
+
+
+# -- the ledger -----------------------------------------------------------------------------
+
+
+@dataclass
+class FaultLedger:
+    """Faults attempted, faults observed (by their effects), and the ones that did not happen."""
+
+    attempted: Counter[str] = field(default_factory=Counter)
+    observed: Counter[str] = field(default_factory=Counter)
+    missed: list[tuple[str, str]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # "<seconds> <what>", in order
+    started: float = field(default_factory=time.monotonic)
+
+    def _log(self, text: str) -> None:
+        self.log.append(f"{time.monotonic() - self.started:7.2f} {text}")
+
+    def attempt(self, kind: str) -> int:
+        """Record an attempt; its number among the attempts of that kind."""
+        self.attempted[kind] += 1
+        self._log(f"attempt {kind} #{self.attempted[kind]}")
+        return self.attempted[kind]
+
+    def saw(self, kind: str, count: int = 1) -> None:
+        self.observed[kind] += count
+        if kind in self.attempted:
+            self._log(f"observed {kind}")
+
+    def miss(self, kind: str, why: str, number: int | None = None) -> None:
+        self.missed.append((kind if number is None else f"{kind} #{number}", why))
+        self._log(f"missed {self.missed[-1][0]}: {why}")
+
+    def violations(self, required: Iterable[str] = ()) -> list[str]:
+        out = [f"fault did not happen: {what}: {why}" for what, why in self.missed]
+        missed = Counter(what.partition(" #")[0] for what, _ in self.missed)
+        for kind, attempts in sorted(self.attempted.items()):
+            seen = self.observed[kind]
+            unaccounted = attempts - seen - missed[kind]
+            if unaccounted > 0:
+                out.append(
+                    f"fault {kind}: {attempts} attempted, {seen} observed, {missed[kind]} "
+                    f"missed: {unaccounted} neither observed nor explained"
+                )
+        for kind in required:
+            if self.observed[kind] <= 0:
+                out.append(
+                    f"no {kind} observed ({self.attempted[kind]} attempted): "
+                    "the scenario did not inject the fault it is for"
+                )
+        return out
+
+
+# -- the broker -----------------------------------------------------------------------------
+
+# One line: the node's OS pid, the pid of the rabbit application's top supervisor (`undefined`
+# while the application is stopped) and when the Erlang VM started (unix seconds).
+BROKER_PROBE = (
+    'lists:flatten(io_lib:format("~s ~p ~p", [os:getpid(), erlang:whereis(rabbit_sup), '
+    "erlang:system_time(second) - element(1, erlang:statistics(wall_clock)) div 1000]))."
+)
+
+
+@dataclass(frozen=True)
+class BrokerInstance:
+    os_pid: int
+    app: str | None  # None: the rabbit application is not running
+    vm_started: int
+
+    def __str__(self) -> str:
+        return f"OS pid {self.os_pid}, application {self.app or 'stopped'}"
+
+
+def parse_broker_instance(text: str) -> BrokerInstance:
+    parts = text.strip().strip('"').split()
+    if len(parts) != 3 or not parts[0].isdigit():
+        raise CommandFailed(f"unexpected answer to the broker probe: {text[:300]!r}")
+    os_pid, app, vm_started = parts
+    return BrokerInstance(int(os_pid), None if app == "undefined" else app, int(vm_started))
+
+
+async def broker_instance() -> BrokerInstance:
+    return parse_broker_instance(await cmd("rabbitmqctl", "-q", "eval", BROKER_PROBE))
+
+
+def broker_restart_problem(before: BrokerInstance, after: BrokerInstance) -> str | None:
+    """None when the broker restarted and is back; otherwise what is wrong."""
+    if before.app is None:
+        return f"the broker was not running before the restart ({before})"
+    if after.app is None:
+        return f"the broker is not back: its application is not running ({after})"
+    if (after.os_pid, after.app) == (before.os_pid, before.app):
+        return f"the broker did not restart: the same instance before and after ({after})"
+    return None
+
+
+async def broker_connections(vhost: str) -> list[dict[str, Any]]:
+    """The connections of a vhost: pid, user, peer_port, name (list_connections lists every
+    vhost's, whatever ``-p`` says)."""
+    text = await cmd(
+        "rabbitmqctl",
+        "-q",
+        "list_connections",
+        "vhost",
+        "pid",
+        "user",
+        "peer_port",
+        "name",
+        "--formatter",
+        "json",
+    )
+    rows = json.loads(text or "[]")
+    return [dict(row) for row in rows if row.get("vhost") == vhost]
+
+
+def connections_dropped_problem(before: set[str], after: set[str]) -> str | None:
+    """None when every connection listed before the drop is gone after it."""
+    if not before:
+        return "there was no connection to drop"
+    survivors = before & after
+    if survivors:
+        return f"{len(survivors)} of {len(before)} connections survived the drop"
+    return None
+
+
+# -- the database ---------------------------------------------------------------------------
+
+
+async def postmaster_started(admin_dsn: str, *, timeout: float = 60.0) -> datetime:
+    """``pg_postmaster_start_time()``, waiting up to ``timeout`` s for the server to answer."""
+    import asyncpg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect(admin_dsn, timeout=5)
+            try:
+                started: datetime = await conn.fetchval("SELECT pg_postmaster_start_time()")
+                return started
+            finally:
+                await conn.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            if time.monotonic() > deadline:
+                raise CommandFailed(
+                    f"the database did not answer within {timeout:.0f} s: {exc}"
+                ) from None
+            await asyncio.sleep(0.2)
+
+
+def database_restart_problem(before: datetime, after: datetime) -> str | None:
+    """None when the postmaster started again (after the start time seen before)."""
+    if after <= before:
+        return f"pg_postmaster_start_time() did not change ({after.isoformat()})"
+    return None
+
+
+async def database_clients(admin_dsn: str, databases: list[str]) -> list[dict[str, Any]]:
+    """The backends connected to ``databases``: datname, usename, client_port (-1: unix)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname, usename, coalesce(client_port, -1) AS client_port"
+            " FROM pg_stat_activity WHERE datname = ANY($1::text[])",
+            databases,
+        )
+        return [dict(r) for r in rows]
+    finally:
+        await conn.close()
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of that pid exists (a zombie counts as gone: it has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat") as stat:
+        if stat.read().rpartition(")")[2].split()[0] == "Z":
+            return False
+    return True
+
+
+def kill_problem(pid: int, returncode: int | None, sig: int = signal.SIGKILL) -> str | None:
+    """None when the process of ``pid`` was ended by ``sig`` and is gone."""
+    if pid_alive(pid):
+        return f"pid {pid} is still alive"
+    if returncode != -sig:
+        return f"pid {pid} ended with {returncode}, not by signal {signal.Signals(sig).name}"
+    return None
+
+
+def restart_problem(old_pid: int, new_pid: int | None, *, ready: bool) -> str | None:
+    """None when a new process (another pid, alive) took over and said it was ready."""
+    if new_pid is None:
+        return f"no process was started after pid {old_pid}"
+    if new_pid == old_pid:
+        return f"the process after the kill has the killed one's pid {old_pid}"
+    if not ready:
+        return f"the new process (pid {new_pid}) did not become ready"
+    if not pid_alive(new_pid):
+        return f"the new process (pid {new_pid}) is not alive"
+    return None
+
+
+# -- crashes at fault points ----------------------------------------------------------------
+
+_MARKER_LINE = re.compile(
+    rf"^(?P<child>\S+?)\s*\| {re.escape(FAULT_MARKER)} point=(?P<point>[\w.]+)", re.MULTILINE
+)
+
+
+def fired_points(log: str) -> dict[str, Counter[str]]:
+    """Per child (the supervisor's prefix), the fault points it said it crashed at."""
+    fired: dict[str, Counter[str]] = {}
+    for match in _MARKER_LINE.finditer(log):
+        fired.setdefault(match["child"], Counter())[match["point"]] += 1
+    return fired
+
+
+def crash_problems(
+    fired: Mapping[str, Counter[str]],
+    exits: Mapping[str, list[int]],
+    *,
+    code: int = FAULT_EXIT_CODE,
+) -> tuple[Counter[str], list[str]]:
+    """Crashes observed per point (markers matched by exits with ``code``), and mismatches."""
+    observed: Counter[str] = Counter()
+    problems: list[str] = []
+    for child in sorted(set(fired) | set(exits)):
+        points = fired.get(child, Counter())
+        markers = sum(points.values())
+        crashed = exits.get(child, []).count(code)
+        if markers == crashed:
+            observed += points
+        elif markers > crashed:
+            problems.append(
+                f"{child} said it crashed at a fault point {markers} times "
+                f"but exited with code {code} only {crashed} times"
+            )
+        else:
+            problems.append(
+                f"{child} exited with code {code} {crashed} times "
+                f"but said it crashed at a fault point only {markers} times"
+            )
+    return observed, problems
+
+
+# -- the proxies ----------------------------------------------------------------------------
+
+
+def proxy_problems(name: str, *, carried: int, cut: int) -> list[str]:
+    """A proxied target must have carried traffic, and the proxy must have cut some of it."""
+    problems = []
+    if carried <= 0:
+        problems.append(f"no traffic went through the {name} proxy (0 connections carried)")
+    if cut <= 0:
+        problems.append(f"the {name} proxy cut no connection (none reset, none blackholed)")
+    return problems
+
+
+def routing_problems(name: str, seen: Mapping[str, list[int]], proxy_ports: set[int]) -> list[str]:
+    """Every service (key of ``seen``) must have a connection to the target, and each of its
+    connections must come from one of the proxy's upstream sockets (peer port in
+    ``proxy_ports``)."""
+    problems = []
+    for who, ports in sorted(seen.items()):
+        if not ports:
+            problems.append(f"{who} has no connection to {name}")
+            continue
+        direct = sorted(p for p in ports if p not in proxy_ports)
+        if direct:
+            problems.append(
+                f"{who} reaches {name} directly, not through the proxy (peer ports {direct})"
+            )
+    return problems
