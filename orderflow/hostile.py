@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 PLACE = "order.place_order.v1"
 CONTENT_TYPE = "application/cloudevents+json"
-DEAD = "dead-letter"
-ANSWER = "answer"
+Outcome = Literal["dead-letter", "answer"]
+DEAD: Outcome = "dead-letter"
+ANSWER: Outcome = "answer"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class HostileCase:
     name: str
     what: str
     build: Callable[[str], Hostile]  # called with a fresh uuid for the event id
-    expect: Literal["dead-letter", "answer"]
+    expect: Outcome
     error_class: str | None = None  # the dead letter's x-orderflow-error-class, when fixed
 
 

@@ -423,15 +423,17 @@ def expected_inbox(
     and terminal order names the commands it was made by; the handler recorded them in the same
     transaction. Refused orders had no saga: no commands."""
     out: dict[str, list[Expected]] = defaultdict(list)
+    # service, saga step, what its rows are, action, compensation, their rows, and which
+    # states the action (or the compensation) leaves
     participants = (
-        ("payment_svc", "payment", "ProcessPayment", "RefundPayment", snap.payments,
+        ("payment_svc", "payment", "payment", "ProcessPayment", "RefundPayment", snap.payments,
          {"CAPTURED", "DECLINED", "REFUNDED"}, {"REFUNDED", "CANCELLED"}),
-        ("inventory_svc", "inventory", "ReserveInventory", "ReleaseInventory", snap.reservations,
-         {"RESERVED", "FAILED", "RELEASED"}, {"RELEASED", "CANCELLED"}),
+        ("inventory_svc", "inventory", "reservation", "ReserveInventory", "ReleaseInventory",
+         snap.reservations, {"RESERVED", "FAILED", "RELEASED"}, {"RELEASED", "CANCELLED"}),
     )  # fmt: skip
-    for service, step, action, compensation, rows, by_action, by_compensation in participants:
+    for service, step, noun, action, compensation, rows, by_action, by_compensation in participants:
         for row in rows:
-            what = f"{row['status']} {step}"
+            what = f"{row['status']} {noun}"
             if row["status"] in by_action:
                 out[service].append(
                     Expected(

@@ -187,6 +187,8 @@ class OutboxRelay:
         while not self._stopping.is_set() and not self._lost_leadership.is_set():
             # Clear before draining: a wake-up that arrives during the drain triggers another.
             self._wake.clear()
+            if self._retry_at is not None and self._retry_at <= time.monotonic():
+                self._retry_at = None  # due: this drain claims the retried rows again
             unanswered = await self._drain(worker)
             if unanswered:
                 unknown_streak += 1
@@ -209,7 +211,6 @@ class OutboxRelay:
     async def _drain(self, worker: Conn) -> int:
         """Publish until nothing is claimable; returns how many rows got no answer. A nacked row
         moves ``_retry_at`` (when :meth:`_lead` wakes up next) to its retry time if earlier."""
-        self._retry_at = None
         while not self._lost_leadership.is_set():
             async with worker.transaction():
                 rows = await store.claim(worker, limit=self._settings.batch_size)

@@ -34,6 +34,7 @@ import asyncpg
 import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from libs import backoff
 from libs.aggregate import AggregateRoot
 from libs.errors import (
     ConcurrencyConflict,
@@ -317,8 +318,8 @@ class MessageRunner:
                 if give_up:
                     return error, attempts
                 self.stats.retries += 1
-                delay = min(
-                    self._settings.retry_cap, self._settings.retry_base * 2 ** min(attempts, 10)
+                delay = backoff.delay(
+                    attempts, base=self._settings.retry_base, cap=self._settings.retry_cap
                 )
                 log.info(
                     "consumer.retry",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,6 +13,14 @@ FORGED = 'mallory\n{"event": "forged", "level": "error"}\r\nmore'
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """setup_logging binds to the sys.stderr of the moment, which capsys replaces and closes:
+    afterwards, bind it again to the real one, so later tests do not log into a closed file."""
+    yield
+    setup_logging(service="tests", fmt="json", level="INFO")
+
+
 def test_input_with_newlines_cannot_forge_a_log_line(
     fmt: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
