@@ -12,7 +12,6 @@ from libs.observability.logging import get_logger, setup_logging
 FORGED = 'mallory\n{"event": "forged", "level": "error"}\r\nmore'
 
 
-@pytest.mark.parametrize("fmt", ["json", "console"])
 @pytest.fixture(autouse=True)
 def _logging_restored() -> Iterator[None]:
     """setup_logging binds to the sys.stderr of the moment, which capsys replaces and closes:
@@ -21,6 +20,7 @@ def _logging_restored() -> Iterator[None]:
     setup_logging(service="tests", fmt="json", level="INFO")
 
 
+@pytest.mark.parametrize("fmt", ["json", "console"])
 def test_input_with_newlines_cannot_forge_a_log_line(
     fmt: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
