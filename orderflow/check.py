@@ -54,13 +54,13 @@ async def check(
     *,
     allow_pending: bool = False,
     deadline_grace: float = 2.0,
-    allow_dead_letters: bool = True,
+    allow_dead_letters: bool = False,
     count_unacked: bool = False,
 ) -> CheckReport:
     """Every invariant, read from the four databases and the broker.
 
-    ``allow_dead_letters`` turns dead letters into notes: the chaos harness accounts for the
-    ones it injects itself; ``orderflow check`` fails on them unless ``--allow-dead-letters``.
+    ``allow_dead_letters`` turns dead letters into notes (the chaos harness accounts for the
+    ones it injects itself); without it, as with ``orderflow check``, they fail the check.
     ``count_unacked`` also counts the deliveries not acked yet (a second or two of
     ``rabbitmqctl``: ``orderflow check`` does, loops that wait for quiet need not).
     """

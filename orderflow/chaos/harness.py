@@ -35,11 +35,11 @@ from libs.messaging.connection import connect as amqp_connect
 from libs.pg.admin import database_of, drop_database
 from libs.settings import Settings
 from libs.testing.infra import remove_service_users, service_env, temporary_vhost
-from orderflow.chaos.poison import ANSWERED, FORGED_LOG_LINE
+from orderflow.chaos.poison import ANSWERED, FORGED_LOG_LINE, Poison
 from orderflow.chaos.scenarios import SCENARIOS, Context, Scenario
 from orderflow.check import check
 from orderflow.client import OrderClient
-from orderflow.dlq import list_letters
+from orderflow.dlq import Letter, list_letters
 from orderflow.load import plan
 from orderflow.setup import setup
 from orderflow.supervisor import Child, Supervisor
@@ -65,6 +65,7 @@ class ChaosReport:
     duplicates_absorbed: int = 0
     dead_letters: int = 0
     bad_messages_injected: int = 0
+    answered: int = 0  # bad messages answered with a refusal instead of a dead letter
     time_to_quiesce: float | None = None
     publish_retries: int = 0
     faults: dict[str, int] = field(default_factory=dict)  # observed: what really happened
@@ -129,6 +130,36 @@ async def _place_all(
     return placed
 
 
+def _unhandled(
+    bad: Poison, letter: Letter | None, order_id: str | None, refused: set[str]
+) -> str | None:
+    """Why a bad message did not end as it must (None: it did): its dead letter with the
+    expected reason, or, for an answered kind, its order stored as refused."""
+    if order_id is not None:
+        if order_id not in refused:
+            return f"bad message {bad.kind} ({bad.message_id}) was not answered: order {order_id} is not stored refused"
+        return None
+    if letter is None:
+        return f"bad message {bad.kind} ({bad.message_id}) is not in a dead-letter queue"
+    if letter.error_class != bad.expected_error:
+        return f"bad message {bad.kind} died of {letter.error_class}, expected {bad.expected_error}"
+    return None
+
+
+async def _refused(settings: Settings, order_ids: list[str]) -> set[str]:
+    """Which of these orders are stored refused (answered with OrderRejected, no saga)."""
+    from libs.pg.pool import connect
+
+    conn = await connect(settings.dsn_for("order_svc"))
+    try:
+        rows = await conn.fetch(
+            "SELECT id::text FROM orders WHERE id = ANY($1::uuid[]) AND refused", order_ids
+        )
+        return {r["id"] for r in rows}
+    finally:
+        await conn.close()
+
+
 async def _statuses(settings: Settings, order_ids: list[str]) -> dict[str, str]:
     from libs.pg.pool import connect
 
@@ -152,7 +183,7 @@ async def _quiesce(
         with contextlib.suppress(Exception):  # the database may still be coming back
             statuses = await _statuses(settings, order_ids)
             ended = len(statuses) == len(order_ids) and "PENDING" not in statuses.values()
-            if ended and (await check(settings)).ok:
+            if ended and (await check(settings, allow_dead_letters=True)).ok:
                 return time.monotonic() - started, statuses
         await asyncio.sleep(0.5)
     return None, statuses
@@ -314,7 +345,7 @@ async def _fill(
         )
     if report.time_to_quiesce is None or report.time_to_quiesce > QUIESCE_LIMIT:
         report.violations.append(f"not quiet within {QUIESCE_LIMIT:.0f} s of healing")
-    result = await check(settings)
+    result = await check(settings, allow_dead_letters=True)  # matched one for one below
     report.violations += result.violations
     report.charged_twice = int(result.figures.get("double_charges", 0))
     report.refunds = int(result.figures.get("refunds", 0))
@@ -326,27 +357,22 @@ async def _fill(
     letters = await list_letters(settings)
     report.dead_letters = len(letters)
     report.bad_messages_injected = len(ctx.injected)
-    answered = [p for p in ctx.injected if p.expected_error == ANSWERED]
-    refused = await _statuses(settings, [json.loads(p.body)["data"]["order_id"] for p in answered])
-    for bad in answered:
-        order_id = json.loads(bad.body)["data"]["order_id"]
-        if refused.get(order_id) != "REJECTED":
-            report.violations.append(
-                f"bad message {bad.kind} ({bad.message_id}) was not answered: order {order_id} "
-                f"is {refused.get(order_id, 'missing')}, expected REJECTED (refused)"
-            )
+    answered = {
+        p.message_id: json.loads(p.body)["data"]["order_id"]
+        for p in ctx.injected
+        if p.expected_error == ANSWERED
+    }
+    refused = await _refused(settings, list(answered.values()))
     expected = {p.message_id: p for p in ctx.injected if p.expected_error != ANSWERED}
     found = {letter.id: letter for letter in letters}
-    for message_id, bad in expected.items():
-        letter = found.get(message_id)
-        if letter is None:
-            report.violations.append(
-                f"bad message {bad.kind} ({message_id}) is not in a dead-letter queue"
-            )
-        elif letter.error_class != bad.expected_error:
-            report.violations.append(
-                f"bad message {bad.kind} died of {letter.error_class}, expected {bad.expected_error}"
-            )
+    for bad in ctx.injected:
+        why = _unhandled(bad, found.get(bad.message_id), answered.get(bad.message_id), refused)
+        if why:
+            report.violations.append(why)
+            ctx.faults.miss("bad messages injected", why)
+        else:
+            ctx.faults.saw("bad messages injected")
+            report.answered += bad.message_id in answered
     for letter_id, letter in found.items():
         if letter_id not in expected:
             report.violations.append(
