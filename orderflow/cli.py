@@ -129,14 +129,16 @@ def up(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await supervisor.start_all()
-        console.print(
-            "[bold green]all services ready[/] — place an order from another terminal: "
-            "orderflow place-order --customer alice --item WIDGET:2 --wait"
-        )
-        await stop.wait()
-        console.print("stopping…")
-        await supervisor.stop_all()
+        try:  # stop_all also removes the copies of the services' secrets
+            await supervisor.start_all()
+            console.print(
+                "[bold green]all services ready[/] — place an order from another terminal: "
+                "orderflow place-order --customer alice --item WIDGET:2 --wait"
+            )
+            await stop.wait()
+            console.print("stopping…")
+        finally:
+            await supervisor.stop_all()
 
     run(main())
 
@@ -182,6 +184,23 @@ def check(
 
 
 # -- orders -----------------------------------------------------------------------------------
+
+
+def _refuse_unknown_skus(settings: Settings, skus: list[str]) -> None:
+    """Say at once when the catalog lacks a SKU. When the catalog cannot be read, order_svc
+    answers the order itself (OrderRejected: unknown SKU)."""
+    from orderflow.catalog import list_items
+
+    try:
+        known = {item.sku for item in run(list_items(settings))}
+    except (OSError, asyncpg.PostgresError, OrderflowError):
+        return
+    unknown = [sku for sku in skus if sku not in known]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown SKU {', '.join(unknown)}: the catalog has {', '.join(sorted(known))} "
+            "(`orderflow catalog list`)"
+        )
 
 
 def parse_item(text: str) -> tuple[str, int, Decimal | None]:
@@ -233,6 +252,7 @@ def place_order(
             f"--customer {customer!r}: letters, digits and _.:@- only, at most 64"
         )
     settings = _settings()
+    _refuse_unknown_skus(settings, [sku for sku, _, _ in items])
 
     async def main() -> Any:
         from libs.observability.tracing import setup_tracing, shutdown_tracing

@@ -196,7 +196,10 @@ async def test_errors_are_sentences_with_the_fix_and_never_tracebacks() -> None:
     code, out = await cli({}, "place-order", "--customer", "alice", "--item", "WIDGET")
     assert code == 2
     assert "SKU:QTY" in out
-    code, out = await cli({}, "place-order", "--customer", "alice", "--item", "MYSTERY:1")
+    async with running_system(services=()) as system:  # a catalog to ask, no services
+        code, out = await cli(
+            system.env, "place-order", "--customer", "alice", "--item", "MYSTERY:1"
+        )
     assert "unknown SKU MYSTERY" in out
     code, out = await cli(
         {"ORDERFLOW_ORDER_DSN": "postgresql://postgres@127.0.0.1:5999/x"}, "orders"
