@@ -7,7 +7,7 @@ the commands of one order are decided one after the other, on committed state.
 from __future__ import annotations
 
 from inventory_svc.adapters import repository
-from inventory_svc.domain.model import release, reserve
+from inventory_svc.domain.model import ReservationStatus, release, reserve
 from libs.contracts.inventory import ReleaseInventory, ReserveInventory
 from libs.service.runner import Handler, HandlerContext
 
@@ -26,9 +26,11 @@ async def on_reserve(command: ReserveInventory, ctx: HandlerContext) -> None:
 async def on_release(command: ReleaseInventory, ctx: HandlerContext) -> None:
     await repository.lock_order(ctx.conn, command.order_id)  # first: see the repository's doc
     existing = await repository.get_reservation(ctx.conn, command.order_id)
+    holds_stock = existing is not None and existing.status is ReservationStatus.RESERVED
+    # only a reservation that holds stock gives any back: lock no hot SKU row for nothing
     stock = (
         await repository.lock_stock(ctx.conn, (sku for sku, _ in existing.lines))
-        if existing
+        if existing is not None and holds_stock
         else {}
     )
     reservation = release(command.order_id, existing=existing, stock=stock)

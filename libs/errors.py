@@ -16,6 +16,8 @@ consumer runner decides what to do from the class alone::
      ├── TransientError           retried with backoff, bounded, then dead-lettered
      │    ├── InfrastructureUnavailable   connection lost, server restarting
      │    └── ConcurrencyConflict          serialization failure (40001), deadlock (40P01)
+     ├── StateOverwriteRefused    a write an aggregate's rules forbid (a bug): never retried as
+     │                            a conflict; dead-lettered after the bounded retries of any bug
      ├── PublishError             a publish that is not known to be on the broker
      │    ├── PublishNacked           the broker answered basic.nack
      │    ├── PublishUnroutable       mandatory publish returned (no queue bound)
@@ -76,6 +78,14 @@ class InfrastructureUnavailable(TransientError):
 
 class ConcurrencyConflict(TransientError):
     """The database aborted the transaction to keep it serializable (40001, 40P01)."""
+
+
+class StateOverwriteRefused(OrderflowError):
+    """A conditional write found a state its rules do not allow it to replace.
+
+    Under the per-order lock this is deterministic (a bug, not a race), so it is not a
+    :class:`TransientError`: the runner treats it like any other failure of a handler.
+    """
 
 
 class PublishError(OrderflowError):

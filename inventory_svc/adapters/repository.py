@@ -8,23 +8,9 @@ calls :func:`lock_order` first: a transaction-scoped advisory lock on the order,
 anything is read, so the handlers of one order run one after the other and each sees what the
 previous one committed (READ COMMITTED: a fresh snapshot per statement).
 
-Why an advisory lock and not create-or-lock (a placeholder row, then ``FOR UPDATE``): no
-placeholder state in the schema that readers and the checker would have to skip, same cost.
-
-The key: ``pg_advisory_xact_lock(ORDER_LOCK_CLASS, key)``, the two-int form, with a class id of
-its own for this table ("RSRV") and ``key`` a stable 32-bit hash (BLAKE2b) of the order's uuid
-bytes. The two-int key space is disjoint from the single-bigint one that the outbox relay's
-leader lock and the migrations lock use, so they never collide; two orders whose keys collide
-(1 in 2**32) merely wait for each other.
-
-Deadlocks. A handler may run inside a batch transaction that handles many messages, so one
-transaction may take several order locks, in message order; two batches taking them in opposite
-orders could deadlock. :func:`lock_order` therefore *waits* only when the transaction holds no
-other order lock; holding some, a busy order raises :class:`~libs.errors.ConcurrencyConflict` at
-once: the batch rolls back and the runner handles its messages one per transaction, where
-waiting is safe. Contention on one order is rare (a duplicate, a reservation racing its
-release), so the fallback costs little. Stock rows are then locked blocking, in SKU order, so two
-transactions of one message each cannot deadlock on them; only two batches that share SKUs
+Why an advisory lock, its key, and why no two of them deadlock: ``libs.pg.locks``. Stock rows
+are then locked blocking, in SKU order, so two transactions of one message each cannot deadlock
+on them; only two batches that share SKUs
 across orders in opposite orders can, which PostgreSQL detects (40P01, retried as a conflict) —
 failing fast on hot SKUs would make most batches fall back.
 
@@ -35,51 +21,24 @@ are written. ``CHECK (on_hand >= 0)`` makes negative stock impossible even for a
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from collections.abc import Iterable
 
 from inventory_svc.domain.model import Reservation, ReservationStatus, Stock
-from libs.errors import ConcurrencyConflict
+from libs.errors import StateOverwriteRefused
+from libs.pg.locks import KeyLock
 from libs.pg.pool import Conn
 
-ORDER_LOCK_CLASS = int.from_bytes(b"RSRV", "big")
-"""The advisory lock class of reservations' per-order locks (two-int form)."""
+ORDER_LOCK = KeyLock(b"RSRV", "order")
+"""This table's per-order transaction lock (see ``libs.pg.locks``)."""
 
 
-class ReservationOverwriteRefused(ConcurrencyConflict):
-    """``save`` refused a status change the reservation rules do not allow (retried by the
-    runner: the retry re-reads the reservation under the order lock)."""
-
-
-def order_lock_key(order_id: str) -> int:
-    """A stable signed 32-bit key for ``order_id``: the same for every spelling of the uuid, on
-    every process and version (a BLAKE2b digest, not Python's salted ``hash``)."""
-    digest = hashlib.blake2b(uuid.UUID(order_id).bytes, digest_size=4).digest()
-    return int.from_bytes(digest, "big", signed=True)
+class ReservationOverwriteRefused(StateOverwriteRefused):
+    """``save`` refused a status change the reservation rules do not allow."""
 
 
 async def lock_order(conn: Conn, order_id: str) -> None:
-    """Take this order's transaction lock (inside a transaction; released at commit/rollback).
-
-    Waits for it only if this transaction holds no other order lock; otherwise a busy lock raises
-    :class:`ConcurrencyConflict` instead of waiting (see the module docstring: no deadlock).
-    """
-    key = order_lock_key(order_id)
-    if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, $2)", ORDER_LOCK_CLASS, key):
-        return
-    holds_others = await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM pg_locks
-                           WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-                             AND classid = $1::oid AND objsubid = 2)""",
-        ORDER_LOCK_CLASS,
-    )
-    if holds_others:
-        raise ConcurrencyConflict(
-            f"order {order_id} is locked by another transaction and this one holds other "
-            "orders' locks: not waiting (no lock-order deadlock); retried one message at a time"
-        )
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", ORDER_LOCK_CLASS, key)
+    """Take this order's transaction lock first, before reading anything (``libs.pg.locks``)."""
+    await ORDER_LOCK.take(conn, order_id)
 
 
 async def get_reservation(conn: Conn, order_id: str) -> Reservation | None:

@@ -9,26 +9,8 @@ is read, so the handlers of one order run one after the other and each sees what
 committed (READ COMMITTED takes a fresh snapshot per statement, so the reads that follow the lock
 see the holder's commit).
 
-Why an advisory lock and not create-or-lock (insert a placeholder row, then ``FOR UPDATE``): it
-needs no placeholder state in the schema that readers and the checker would have to skip, and it
-costs one round trip like the placeholder insert would.
-
-The key: ``pg_advisory_xact_lock(ORDER_LOCK_CLASS, key)``, the two-int form, with a class id of
-its own for this table ("PAYM") and ``key`` a stable 32-bit hash (BLAKE2b) of the order's uuid
-bytes. The two-int key space is disjoint from the single-bigint one, which the outbox relay's
-leader lock (``pg_try_advisory_lock(hashtext(...))``) and the migrations lock use, so they never
-collide. Two orders whose keys collide (1 in 2**32) merely wait for each other.
-
-Deadlocks. A handler may run inside a batch transaction that handles many messages
-(``MessageRunner._batch_transaction``), so one transaction may take several order locks, in
-message order: two batch workers or replicas taking them in opposite orders could deadlock. The
-rule :func:`lock_order` follows avoids it: a transaction *waits* for an order lock only when it
-holds no other order lock; one that already holds some and finds this order busy does not wait
-but raises :class:`~libs.errors.ConcurrencyConflict` at once — the batch rolls back, releasing
-its locks, and the runner handles its messages one per transaction, where waiting is safe.
-Cycles among order locks are thus impossible; contention on one order is rare (a duplicate, a
-charge racing its refund), so the fallback costs little. Customer rows are still locked
-blocking, after the order lock: one transaction per message takes order → payment row →
+Why an advisory lock, its key, and why no two of them deadlock: ``libs.pg.locks``. Customer
+rows are then locked blocking: one transaction per message takes order → payment row →
 customer, a fixed order; only two batches sharing customers in opposite orders can still
 deadlock on customer rows, which PostgreSQL detects (40P01, retried as a conflict) — failing fast
 there too would make every batch that meets a busy customer fall back.
@@ -42,51 +24,24 @@ upstream does.
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from decimal import Decimal
 
-from libs.errors import ConcurrencyConflict
+from libs.errors import StateOverwriteRefused
+from libs.pg.locks import KeyLock
 from libs.pg.pool import Conn
 from payment_svc.domain.model import Customer, Payment, PaymentStatus
 
-ORDER_LOCK_CLASS = int.from_bytes(b"PAYM", "big")
-"""The advisory lock class of payments' per-order locks (two-int form)."""
+ORDER_LOCK = KeyLock(b"PAYM", "order")
+"""This table's per-order transaction lock (see ``libs.pg.locks``)."""
 
 
-class PaymentOverwriteRefused(ConcurrencyConflict):
-    """``save`` refused a status change the payment rules do not allow (retried by the runner:
-    the retry re-reads the payment under the order lock)."""
-
-
-def order_lock_key(order_id: str) -> int:
-    """A stable signed 32-bit key for ``order_id``: the same for every spelling of the uuid, on
-    every process and version (a BLAKE2b digest, not Python's salted ``hash``)."""
-    digest = hashlib.blake2b(uuid.UUID(order_id).bytes, digest_size=4).digest()
-    return int.from_bytes(digest, "big", signed=True)
+class PaymentOverwriteRefused(StateOverwriteRefused):
+    """``save`` refused a status change the payment rules do not allow."""
 
 
 async def lock_order(conn: Conn, order_id: str) -> None:
-    """Take this order's transaction lock (inside a transaction; released at commit/rollback).
-
-    Waits for it only if this transaction holds no other order lock; otherwise a busy lock raises
-    :class:`ConcurrencyConflict` instead of waiting (see the module docstring: no deadlock).
-    """
-    key = order_lock_key(order_id)
-    if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, $2)", ORDER_LOCK_CLASS, key):
-        return
-    holds_others = await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM pg_locks
-                           WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-                             AND classid = $1::oid AND objsubid = 2)""",
-        ORDER_LOCK_CLASS,
-    )
-    if holds_others:
-        raise ConcurrencyConflict(
-            f"order {order_id} is locked by another transaction and this one holds other "
-            "orders' locks: not waiting (no lock-order deadlock); retried one message at a time"
-        )
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", ORDER_LOCK_CLASS, key)
+    """Take this order's transaction lock first, before reading anything (``libs.pg.locks``)."""
+    await ORDER_LOCK.take(conn, order_id)
 
 
 async def get_payment(conn: Conn, order_id: str) -> Payment | None:

@@ -267,7 +267,8 @@ async def race(participant: Participant, order_id: str, tag: str, first: str, se
         await a.until_ready()
         await b.start()
         waited = await wait_state(observer, b)
-        assert not b.ready.is_set() or waited is None
+        # every participant handler takes its order's lock before anything else
+        assert waited == "advisory", f"the second command waited for {waited}, not the lock"
         await a.finish()
         await b.finish()
     finally:
@@ -518,9 +519,21 @@ async def test_commands_fired_all_at_once_end_as_their_serial_order_says(
         kinds = list(participant.commands) * 2
         rng.shuffle(kinds)
         runs = [Held(participant, *participant.step(k, order_id, tag)) for k in kinds]
-        for held in runs:
-            held.release.set()
         await asyncio.gather(*(held.start() for held in runs))
+        observer = await connect(participant.dsn)
+        try:  # one holds the order's lock before its commit; every other one waits for it
+            ready = [asyncio.create_task(held.ready.wait()) for held in runs]
+            await asyncio.wait(ready, timeout=BLOCK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            for task in ready:
+                task.cancel()
+            holders = [held for held in runs if held.ready.is_set()]
+            assert len(holders) == 1, f"{len(holders)} commands passed the order's lock at once"
+            waits = [await wait_state(observer, h) for h in runs if h is not holders[0]]
+            assert waits == ["advisory"] * (len(runs) - 1), waits
+        finally:
+            await observer.close()
+            for held in runs:
+                held.release.set()
         await asyncio.gather(*(held.task for held in runs if held.task is not None))
         raced = await state_of(participant, order_id, tag)
         by_message = {held.message_id: kind for held, kind in zip(runs, kinds, strict=True)}
@@ -556,7 +569,7 @@ async def test_a_transaction_holding_one_order_does_not_wait_for_another_it_woul
             await payment_repository.lock_order(t1, y)
         with pytest.raises(ConcurrencyConflict, match="not waiting"):
             await payment_repository.lock_order(t2, x)
-        assert time.monotonic() - started < 0.5  # no deadlock_timeout wait (1 s by default)
+        assert time.monotonic() - started < 0.9  # no deadlock_timeout wait (1 s by default)
         await tx1.rollback()
         await tx2.rollback()
 
@@ -566,8 +579,17 @@ async def test_a_transaction_holding_one_order_does_not_wait_for_another_it_woul
         await payment_repository.lock_order(t2, y)
         async with t1.transaction():
             waiting = asyncio.create_task(payment_repository.lock_order(t1, y))
-            await asyncio.sleep(0.2)
-            assert not waiting.done()  # it waits instead of failing
+            observer = await connect(payment.dsn)
+            try:  # it waits for the lock instead of failing
+                deadline = time.monotonic() + BLOCK_TIMEOUT
+                while not await observer.fetchval(
+                    "SELECT wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1",
+                    t1.get_server_pid(),
+                ):
+                    assert not waiting.done() and time.monotonic() < deadline
+                    await asyncio.sleep(0.005)
+            finally:
+                await observer.close()
             await tx2.commit()
             await asyncio.wait_for(waiting, 3)
             # one order twice in one batch is fine: the lock is re-entrant in a transaction
@@ -579,13 +601,13 @@ async def test_a_transaction_holding_one_order_does_not_wait_for_another_it_woul
 
 async def test_the_lock_keys_are_stable_and_shared_by_every_spelling_of_an_order() -> None:
     order = "5d3c6a55-2b7e-4a8f-9a43-2f0e4b1c9d10"
-    key = payment_repository.order_lock_key(order)
-    assert key == payment_repository.order_lock_key(order.upper())
-    assert key == inventory_repository.order_lock_key(order)
+    key = payment_repository.ORDER_LOCK.key(order)
+    assert key == payment_repository.ORDER_LOCK.key(order.upper())
+    assert key == inventory_repository.ORDER_LOCK.key(order)
     assert -(2**31) <= key < 2**31
     assert key == -505155528  # fixed forever: replicas of different versions must agree
-    assert payment_repository.ORDER_LOCK_CLASS != inventory_repository.ORDER_LOCK_CLASS
-    assert 0 < payment_repository.ORDER_LOCK_CLASS < 2**31
+    assert payment_repository.ORDER_LOCK.class_id != inventory_repository.ORDER_LOCK.class_id
+    assert 0 < payment_repository.ORDER_LOCK.class_id < 2**31
 
 
 # -- the conditional write: defence in depth ---------------------------------------------------

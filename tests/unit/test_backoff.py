@@ -28,9 +28,6 @@ def test_a_huge_attempt_neither_overflows_nor_exceeds_the_cap(attempt: int) -> N
     assert backoff.delay(attempt, base=0.1, cap=5.0, jitter=0.0) == 5.0
     jittered = backoff.delay(attempt, base=0.1, cap=5.0)
     assert 0.0 <= jittered <= 5.0 and math.isfinite(jittered)
-    # the old formulas: 0.1 * 2**1025 raises OverflowError
-    with pytest.raises(OverflowError):
-        _ = 0.1 * 2**1025
 
 
 @pytest.mark.parametrize("attempt", [0, -1, -(10**9)])
