@@ -7,6 +7,7 @@ from datetime import datetime
 
 from libs.contracts import REGISTRY, TOPOLOGY
 from libs.contracts.permissions import allowed_senders
+from libs.contracts.topology import QUEUES
 from libs.errors import OrderflowError
 from libs.messaging import deadletters
 from libs.messaging.connection import connect as amqp_connect
@@ -95,20 +96,30 @@ async def list_letters(
 
 def replay_policy(settings: Settings) -> deadletters.ReplayPolicy:
     """Replays go where the topology says the letter's queue consumes its type from."""
-    operator = settings.operator_user()
+    services_of = {spec.name: service for service, spec in QUEUES.items()}
 
     def exchange_of(type_name: str) -> str | None:
         return REGISTRY.spec(type_name).exchange if type_name in REGISTRY else None
 
     def senders_of(type_name: str) -> frozenset[str] | None:
-        exchange = exchange_of(type_name)
-        if exchange is None:
-            return frozenset()
         return allowed_senders(
-            type_name, exchange, user_of=settings.service_login, operator=operator
+            type_name,
+            REGISTRY.spec(type_name).exchange,
+            user_of=settings.service_login,
+            operator=settings.operator_user(),
         )
 
-    return deadletters.ReplayPolicy(TOPOLOGY, exchange_of, senders_of)
+    def login_of(queue: str) -> str | None:
+        service = services_of.get(queue)
+        return settings.service_login(service) if service else None
+
+    return deadletters.ReplayPolicy(
+        TOPOLOGY,
+        exchange_of,
+        senders_of,
+        login_of,
+        max_body_bytes=settings.consumer.max_body_bytes,
+    )
 
 
 @dataclass

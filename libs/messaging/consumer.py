@@ -27,7 +27,6 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from libs.errors import PublishError
 from libs.messages.envelope import utcnow
 from libs.messaging.publisher import Outgoing, Publisher
 from libs.messaging.topology import dead_letter_exchange_of
@@ -186,7 +185,8 @@ async def return_unsettled(deliveries: list[AbstractIncomingMessage]) -> None:
 def delivery_count(delivery: AbstractIncomingMessage) -> int:
     """How many times the broker delivered this message before (quorum queues count)."""
     value = (delivery.headers or {}).get("x-delivery-count", 0)
-    return int(value) if isinstance(value, int | str) and str(value).isdigit() else 0
+    # the broker sets an integer; anything else was written by the sender
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 class DeadLetterPublisher:
@@ -206,9 +206,7 @@ class DeadLetterPublisher:
     ) -> None:
         """Publish the delivery to its dead-letter queue; raises if not confirmed."""
         headers: dict[str, Any] = {
-            k: _sendable(v)
-            for k, v in (delivery.headers or {}).items()
-            if not k.startswith("x-orderflow-")
+            k: v for k, v in (delivery.headers or {}).items() if not k.startswith("x-orderflow-")
         }
         headers.update(
             {
@@ -223,37 +221,11 @@ class DeadLetterPublisher:
                 DEAD_AT: utcnow().isoformat(),
             }
         )
-        try:
-            await self._publisher.publish(
-                Outgoing.copy_of(
-                    delivery,
-                    exchange=dead_letter_exchange_of(queue),
-                    routing_key=queue,
-                    headers=headers,
-                )
+        await self._publisher.publish(
+            Outgoing.copy_of(
+                delivery,
+                exchange=dead_letter_exchange_of(queue),
+                routing_key=queue,
+                headers=headers,
             )
-        except PublishError:
-            raise
-        except Exception as exc:  # headers the client sent that cannot be sent on: drop them
-            ours = {k: v for k, v in headers.items() if k.startswith("x-orderflow-")}
-            ours[ERROR_MESSAGE] = f"{ours[ERROR_MESSAGE]} (original headers dropped: {exc})"[:1000]
-            await self._publisher.publish(
-                Outgoing.copy_of(
-                    delivery,
-                    exchange=dead_letter_exchange_of(queue),
-                    routing_key=queue,
-                    headers=ours,
-                )
-            )
-
-
-def _sendable(value: Any) -> Any:
-    """A received header value in the form the AMQP encoder takes back (byte arrays arrive as
-    ``bytes`` but are sent as ``bytearray``)."""
-    if isinstance(value, bytes):
-        return bytearray(value)
-    if isinstance(value, dict):
-        return {k: _sendable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_sendable(v) for v in value]
-    return value
+        )

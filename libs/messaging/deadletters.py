@@ -22,6 +22,8 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from libs.errors import PoisonMessage
+from libs.messages import codec
 from libs.messages.envelope import utcnow
 from libs.messaging.consumer import (
     ERROR_ATTEMPTS,
@@ -50,7 +52,8 @@ class DeadLetter:
     dead_at: datetime | None
     headers: dict[str, Any]
     body: bytes
-    sender: str | None = None
+    user_id: str | None = None  # of the letter itself: the broker-verified publisher
+    recorded_sender: str | None = None  # what the dead-lettering consumer recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,36 +61,62 @@ class ReplayPolicy:
     """Where dead letters may be replayed to, from the topology and the message types.
 
     ``exchange_of`` names the exchange a message type travels on (None: unknown type);
-    ``senders_of`` the broker users the type is accepted from (None: anyone).
+    ``senders_of`` the broker users the type is accepted from (None: anyone); ``login_of`` the
+    broker user of the service that consumes a queue (the only one that writes its dead letters
+    with a recorded sender).
     """
 
     topology: Topology
     exchange_of: Callable[[str], str | None]
-    senders_of: Callable[[str], frozenset[str] | None] = field(default=lambda _: None)
+    senders_of: Callable[[str], frozenset[str] | None]
+    login_of: Callable[[str], str | None]
+    max_body_bytes: int = 256 * 1024
 
     def destination(self, letter: DeadLetter) -> tuple[str, str] | str:
-        """(exchange, routing key) to replay to, or the reason the letter cannot be replayed."""
+        """(exchange, routing key) to replay to, or the reason the letter cannot be replayed.
+
+        The type is the one in the body, which is what the consumer acts on (not the AMQP
+        ``type`` property, which must agree with it).
+        """
         if not letter.queue.endswith(DLQ_SUFFIX):
             return f"{letter.queue} is not a dead-letter queue"
         try:
             spec = self.topology.queue(letter.queue.removesuffix(DLQ_SUFFIX))
         except KeyError:
             return f"no queue of the topology dead-letters to {letter.queue}"
-        exchange = self.exchange_of(letter.type) if letter.type else None
+        try:
+            type_name = codec.decode(
+                letter.body, content_type=None, max_bytes=self.max_body_bytes
+            ).type
+        except PoisonMessage as exc:
+            return f"its body is not a readable event ({exc})"
+        if letter.type and letter.type != type_name:
+            return f"its AMQP type {letter.type[:80]!r} is not its event's type {type_name!r}"
+        exchange = self.exchange_of(type_name)
         if exchange is None:
-            return f"type {letter.type[:80]!r} is not a known message type"
+            return f"type {type_name[:80]!r} is not a known message type"
         if not any(
-            b.exchange == exchange and topic_matches(b.routing_key, letter.type)
+            b.exchange == exchange and topic_matches(b.routing_key, type_name)
             for b in spec.bindings
         ):
-            return f"{spec.name} does not consume {letter.type} from {exchange}"
-        allowed = self.senders_of(letter.type)
-        if allowed is not None and letter.sender not in allowed:
+            return f"{spec.name} does not consume {type_name} from {exchange}"
+        allowed = self.senders_of(type_name)
+        sender = self.sender_of(letter, spec.name)
+        if allowed is not None and sender not in allowed:
             return (
-                f"{letter.type} was sent by {letter.sender or 'an unnamed user'!r}, who may not "
-                "send it: an impostor's message is never replayed"
+                f"{type_name} was sent by {sender or 'an unnamed user'!r}, who may not send it: "
+                "an impostor's message is never replayed"
             )
-        return exchange, letter.type
+        return exchange, type_name
+
+    def sender_of(self, letter: DeadLetter, queue: str) -> str | None:
+        """Who sent the original: as recorded by the consumer of ``queue`` when that consumer
+        published the letter (its user_id says so); else the letter's own user_id, which the
+        broker keeps when it dead-letters a message itself. A recorded sender in any other
+        letter is the sender's own header, and worth nothing."""
+        if letter.user_id is not None and letter.user_id == self.login_of(queue):
+            return letter.recorded_sender
+        return letter.user_id
 
 
 def _text(value: Any) -> str:
@@ -140,9 +169,8 @@ def _describe(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
         dead_at=message.timestamp,
         headers=headers,
         body=message.body,
-        # the consumer that dead-lettered it recorded who sent it; a letter the broker
-        # dead-lettered itself still carries its original user_id
-        sender=_text(headers[ORIGINAL_SENDER]) if ORIGINAL_SENDER in headers else message.user_id,
+        user_id=message.user_id,
+        recorded_sender=_text(headers[ORIGINAL_SENDER]) if ORIGINAL_SENDER in headers else None,
     )
 
 

@@ -24,9 +24,34 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from pamqp import encode
 
 from libs.errors import ConfirmUnknown, PublishError, PublishNacked, PublishUnroutable
 from libs.messages.envelope import CONTENT_TYPE
+
+
+def sendable_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Received headers in a form the AMQP encoder takes back: strings that were not UTF-8 arrive
+    as ``bytes`` and go out as byte arrays; a value that still cannot be encoded is left out."""
+    out: dict[str, Any] = {}
+    for key, value in headers.items():
+        value = _sendable(value)
+        try:
+            encode.field_table({key: value})
+        except (TypeError, ValueError, OverflowError):
+            continue
+        out[key] = value
+    return out
+
+
+def _sendable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {k: _sendable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sendable(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,7 +78,8 @@ class Outgoing:
         headers: Mapping[str, Any],
     ) -> Outgoing:
         """A received message sent on again unchanged but for where it goes and its headers
-        (dead-lettering, replay): same body, id, type and properties."""
+        (dead-lettering, replay): same body, id, type and properties. Header values a sender
+        wrote that cannot be encoded again are left out (:func:`sendable_headers`)."""
         return cls(
             exchange=exchange,
             routing_key=routing_key,
@@ -62,7 +88,7 @@ class Outgoing:
             type=delivery.type or "",
             timestamp=delivery.timestamp or datetime.now(UTC),
             correlation_id=delivery.correlation_id,
-            headers=headers,
+            headers=sendable_headers(headers),
             content_type=delivery.content_type or "application/octet-stream",
         )
 
