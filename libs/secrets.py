@@ -40,11 +40,13 @@ def ensure_secret_file(secrets_dir: Path, name: str) -> str:
     return value
 
 
-def with_credentials(url: str, *, user: str | None = None, password: str | None = None) -> str:
+def with_credentials(
+    url: str, *, user: str | None = None, password: str | None = None, keep_password: bool = True
+) -> str:
     """The URL with its user and/or password replaced (either may stay as it was)."""
     parts = urlsplit(url)
     username = user if user is not None else (parts.username or "")
-    pw = password if password is not None else parts.password
+    pw = password if password is not None else (parts.password if keep_password else None)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -53,6 +55,11 @@ def with_credentials(url: str, *, user: str | None = None, password: str | None 
         netloc += ":" + quote(pw, safe="")
     netloc += "@" + host + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def without_password(url: str) -> str:
+    """The URL with its user but no password (a process that reads its password elsewhere)."""
+    return with_credentials(url, keep_password=False)
 
 
 def redact(url: str) -> str:

@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         password = read_secret(
             value=self.pg_password,
             file=self.pg_password_file,
-            secrets_dir=self.secrets_dir,
+            secrets_dir=self.secrets_dir_of(service),
             name=f"pg_{role}",
         )
         if password is None or role is None or urlsplit(dsn).password is not None:
@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         password = read_secret(
             value=self.amqp_password,
             file=self.amqp_password_file,
-            secrets_dir=self.secrets_dir,
+            secrets_dir=self.secrets_dir_of(service),
             name=f"amqp_{user}",
         )
         if password is None:
@@ -175,7 +175,7 @@ class Settings(BaseSettings):
         """The broker user a service actually logs in as (its own, or the operator's)."""
         if self.amqp_service_users:
             return self.broker_user(service)
-        return self.operator_user() or ""
+        return user_of(self.amqp_url) or ""  # they all log in with the URL's own user
 
     def operator_user(self) -> str | None:
         return self.amqp_operator_user or user_of(self.amqp_url)

@@ -20,18 +20,35 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
-from libs.secrets import read_secret, user_of, with_credentials
+from libs.secrets import read_secret, user_of, with_credentials, without_password
 from libs.settings import Settings
 from orderflow.system import SERVICES
 
 _DSN_KEYS = {
     service: f"ORDERFLOW_{service.removesuffix('_svc').upper()}_DSN" for service in SERVICES
 }
-_NEVER = ("PASSWORD", "SECRET", "ADMIN", "TOKEN")
+# What a service reads besides its URL, DSN and secrets directory (set below): nothing that can
+# hold a credential. Everything else of orderflow's is left out.
+_SERVICE_SETTINGS = (
+    "ORDERFLOW_AMQP_USER_PREFIX",
+    "ORDERFLOW_AMQP_SERVICE_USERS",
+    "ORDERFLOW_AMQP_CA_FILE",
+    "ORDERFLOW_LOG_",
+    "ORDERFLOW_RELAY__",
+    "ORDERFLOW_CONSUMER__",
+    "ORDERFLOW_SAGA__",
+    "ORDERFLOW_ORDER__",
+    "ORDERFLOW_POOL_SIZE",
+    "ORDERFLOW_JAEGER_URL",
+    "ORDERFLOW_READY_FILE",
+    "ORDERFLOW_FAULTS",
+    "ORDERFLOW_UVLOOP",
+)
+# Outside orderflow's own variables, those that name credentials or PostgreSQL's defaults.
+_FOREIGN_SECRETS = ("PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "DATABASE_URL")
 
 
 def service_environment(
@@ -40,27 +57,26 @@ def service_environment(
     """The environment for one process of ``service``; writes its secrets under
     ``secrets_root`` (a directory of the caller's, removed by the caller)."""
     settings = settings_from(env)
-    if not settings.amqp_service_users:
-        return dict(env)  # the operator chose one account for everything: nothing to confine
-    own = {
-        key: value
-        for key, value in env.items()
-        if not any(word in key.upper() for word in _NEVER)
-        and not (key in _DSN_KEYS.values() and key != _DSN_KEYS[service])
-        and key != "ORDERFLOW_SECRETS_DIR"
-    }
-    user = settings.broker_user(service)
-    own["ORDERFLOW_AMQP_URL"] = _without_password(with_credentials(settings.amqp_url, user=user))
-    operator = settings.operator_user()
-    if operator:
-        own["ORDERFLOW_AMQP_OPERATOR_USER"] = operator
-    own[_DSN_KEYS[service]] = _without_password(settings.dsn_for(service))
+    own = {key: value for key, value in env.items() if _passes(key)}
+    if settings.amqp_service_users:
+        user = settings.broker_user(service)
+        own["ORDERFLOW_AMQP_URL"] = without_password(with_credentials(settings.amqp_url, user=user))
+        operator = settings.operator_user()
+        if operator:
+            own["ORDERFLOW_AMQP_OPERATOR_USER"] = operator
+        names = [f"amqp_{user}"]
+    else:  # the operator chose one broker account for everything; the database stays confined
+        own["ORDERFLOW_AMQP_URL"] = settings.amqp_url
+        names = []
+    own["ORDERFLOW_AMQP_SERVICE_USERS"] = str(settings.amqp_service_users).lower()
+    own[_DSN_KEYS[service]] = without_password(settings.dsn_for(service))
+    names.append(f"pg_{user_of(settings.dsn_for(service))}")
     directory = Path(tempfile.mkdtemp(prefix=f"{service}-", dir=secrets_root))
     os.chmod(directory, 0o700)
-    for name in (f"amqp_{user}", f"pg_{user_of(settings.dsn_for(service))}"):
+    for name in names:
         value = read_secret(
             value=None, file=None, secrets_dir=settings.secrets_dir_of(service), name=name
-        ) or read_secret(value=None, file=None, secrets_dir=settings.secrets_dir, name=name)
+        )
         if value is not None:
             fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -68,6 +84,13 @@ def service_environment(
     own["ORDERFLOW_SECRETS_DIR"] = str(directory)
     own["ORDERFLOW_SECRETS_PER_SERVICE"] = "false"
     return own
+
+
+def _passes(key: str) -> bool:
+    upper = key.upper()
+    if upper.startswith("ORDERFLOW_"):
+        return upper.startswith(_SERVICE_SETTINGS)
+    return not upper.startswith("PG") and not any(word in upper for word in _FOREIGN_SECRETS)
 
 
 def settings_from(env: Mapping[str, str]) -> Settings:
@@ -89,14 +112,3 @@ def settings_from(env: Mapping[str, str]) -> Settings:
             return (source,)
 
     return FromMapping()
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -71,15 +71,13 @@ class Supervisor:
         output: IO[str] | None = None,
         color: bool | None = None,
         extra_env: Callable[[Child], Mapping[str, str]] | None = None,
-        relays: bool = False,
         confine: bool = True,
     ) -> None:
         """``confine``: each service process gets its own credentials only
         (:mod:`orderflow.confine`), not the operator's environment."""
         self._confine = confine
-        self._secrets_root = (
-            Path(tempfile.mkdtemp(prefix="orderflow-secrets-")) if confine else None
-        )
+        self._secrets_root: Path | None = None  # made at the first start, removed by stop_all
+        self._secret_dirs: dict[str, str] = {}
         self._env = dict(os.environ if env is None else env)
         self._env["PYTHONUNBUFFERED"] = "1"
         self._restart = restart
@@ -122,8 +120,13 @@ class Supervisor:
         env.update(child.env)
         if self._extra_env is not None:
             env.update(self._extra_env(child))
-        if self._secrets_root is not None:
+        if self._confine:
+            if self._secrets_root is None:
+                self._secrets_root = Path(tempfile.mkdtemp(prefix="orderflow-secrets-"))
+            # a restarted child gets a fresh copy of its secrets; the previous copy goes
+            shutil.rmtree(self._secret_dirs.pop(child.name, ""), ignore_errors=True)
             env = service_environment(env, child.service, secrets_root=self._secrets_root)
+            self._secret_dirs[child.name] = env["ORDERFLOW_SECRETS_DIR"]
         child.ready.clear()
         child.expected_exit = False
         child.started_at = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -29,7 +30,7 @@ def environment_of(pid: int) -> dict[str, str]:
 
 async def test_every_service_process_gets_only_its_own_credentials() -> None:
     async with running_system() as system:
-        operator_password = system.settings.amqp_url.split(":")[2].split("@")[0]
+        operator_password = urlsplit(system.settings.amqp_url).password
         for child in system.supervisor.children:
             assert child.process is not None
             env = environment_of(child.process.pid)
@@ -40,6 +41,8 @@ async def test_every_service_process_gets_only_its_own_credentials() -> None:
             assert f":{operator_password}@" not in env["ORDERFLOW_AMQP_URL"]
             own_dsns = [k for k in env if k.endswith("_DSN")]
             assert len(own_dsns) == 1, (service, own_dsns)
+            assert urlsplit(env[own_dsns[0]]).password is None  # it is in the secrets file
+            assert urlsplit(env["ORDERFLOW_AMQP_URL"]).password is None
             secrets = sorted(os.listdir(env["ORDERFLOW_SECRETS_DIR"]))
             role = user_of(system.settings.dsn_for(service))
             assert secrets == sorted(
