@@ -54,6 +54,7 @@ async def claim_many(conn: Conn, *, consumer: str, messages: list[tuple[str, str
     rows = await conn.fetch(
         """INSERT INTO inbox (consumer, message_id, message_type)
            SELECT $1, m.id, m.type FROM unnest($2::uuid[], $3::text[]) AS m(id, type)
+           ORDER BY m.id  -- one order for every batch: two overlapping ones cannot deadlock
            ON CONFLICT DO NOTHING RETURNING message_id::text""",
         consumer,
         list(ids),

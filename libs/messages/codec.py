@@ -224,6 +224,8 @@ def _string_attribute(doc: dict[str, Any], name: str) -> str | None:
 
 
 def _check_characters(name: str, value: str) -> None:
+    if value.isprintable():  # every forbidden character is unprintable: the usual case is cheap
+        return
     forbidden = _FORBIDDEN_CHAR.search(value)
     if forbidden is not None:
         raise MalformedMessage(

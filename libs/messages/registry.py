@@ -170,8 +170,8 @@ class MessageRegistry:
 def _describe(type_name: str, exc: ValidationError) -> str:
     problems: list[str] = []
     for error in exc.errors()[:5]:
-        where = ".".join(_printable(str(p))[:64] for p in error["loc"]) or "data"
-        problems.append(f"{where}: {_printable(error['msg'])[:200]}")
+        where = ".".join(_printable(str(p)[:64]) for p in error["loc"]) or "data"
+        problems.append(f"{where}: {_printable(error['msg'][:200])}")
     more = exc.error_count() - len(problems)
     suffix = f" (and {more} more)" if more > 0 else ""
     return f"{type_name} data is invalid: " + "; ".join(problems) + suffix
