@@ -42,6 +42,14 @@ async def prune(conn: Conn, *, older_than_seconds: float) -> int:
     return int(status.split()[-1])
 
 
+async def forget(conn: Conn, *, consumer: str, message_id: str) -> None:
+    """Undo a claim within its transaction (a message that will be dead-lettered instead, so
+    that replaying it later is processed, not taken for a duplicate)."""
+    await conn.execute(
+        "DELETE FROM inbox WHERE consumer = $1 AND message_id = $2", consumer, message_id
+    )
+
+
 async def claim_many(conn: Conn, *, consumer: str, messages: list[tuple[str, str]]) -> set[str]:
     """Record many (message id, type) pairs at once; returns the ids that were new.
 

@@ -125,16 +125,19 @@ Refuser = Callable[[Envelope, PoisonMessage, HandlerContext], Awaitable[bool]]
 """Answers a message whose data its type refuses; True once answered, False to dead-letter."""
 
 
-def _refusal(refuse: Refuser, error: PoisonMessage) -> Handler:
+class _Refusal:
     """A refusal runs like a handler (same transaction, inbox row, outbox, ack); when the refuser
-    cannot answer, the original error dead-letters the message as if there were no refuser."""
+    cannot answer, the original error dead-letters the message as if there were no refuser.
+    Refusals answer strangers' data, so a batch runs each in a savepoint of its own: one that a
+    stranger makes fail (garbage naming a live order) costs that message, not the batch."""
 
-    async def refusal(_: Any, ctx: HandlerContext) -> None:
-        if not await refuse(ctx.envelope, error, ctx):
-            raise error
+    def __init__(self, refuse: Refuser, error: PoisonMessage) -> None:
+        self._refuse, self._error = refuse, error
+        self.__qualname__ = f"refusal:{getattr(refuse, '__qualname__', 'refuse')}"
 
-    refusal.__qualname__ = f"refusal:{getattr(refuse, '__qualname__', 'refuse')}"
-    return refusal
+    async def __call__(self, _: Any, ctx: HandlerContext) -> None:
+        if not await self._refuse(ctx.envelope, self._error, ctx):
+            raise self._error
 
 
 @dataclass(slots=True)
@@ -265,7 +268,7 @@ class MessageRunner:
             refuse = self._refusals.get(envelope.type)
             if refuse is None:
                 raise
-            return envelope, None, _refusal(refuse, exc)
+            return envelope, None, _Refusal(refuse, exc)
 
     def _check_sender(self, type_name: str, user_id: object) -> None:
         """A type owned by a service is accepted only from that service's broker user.
@@ -384,8 +387,9 @@ class MessageRunner:
                 )
                 if not await self._publish_dead_letter(delivery, exc, attempts=0):
                     requeued.append(delivery)
+        refused: list[tuple[Delivery, PoisonMessage]] = []
         try:
-            await self._batch_transaction(readable)
+            await self._batch_transaction(readable, refused)
         except Exception as raw:
             error = translate(raw)
             log.info(
@@ -396,6 +400,9 @@ class MessageRunner:
             await self._settle_rest(deliveries, requeued, skip={id(r[0]) for r in readable})
             return
         self._faults.point("consumer.after_commit")
+        for delivery, error in refused:  # committed without them: now their dead letters
+            if not await self._publish_dead_letter(delivery, error, attempts=1):
+                requeued.append(delivery)
         if requeued:
             await self._settle_rest(deliveries, requeued, skip=set())
             return
@@ -411,8 +418,13 @@ class MessageRunner:
             await settle(delivery, ack=not any(delivery is r for r in requeued))
 
     async def _batch_transaction(
-        self, items: list[tuple[Delivery, Envelope, Message | None, Handler]]
+        self,
+        items: list[tuple[Delivery, Envelope, Message | None, Handler]],
+        refused: list[tuple[Delivery, PoisonMessage]],
     ) -> None:
+        """Commit the batch; a refusal that cannot answer is undone alone (its savepoint, its
+        outbox rows and its inbox row, so that a replay of its dead letter is processed) and
+        appended to ``refused`` for the caller to dead-letter after the commit."""
         if not items:
             return
         keys = [_canonical(envelope.id) for _, envelope, _, _ in items]
@@ -437,7 +449,22 @@ class MessageRunner:
                         )
                         continue
                     done.add(key)
-                    await self._handle_in_batch(conn, writer, delivery, envelope, message, handler)
+                    if not isinstance(handler, _Refusal):
+                        await self._handle_in_batch(
+                            conn, writer, delivery, envelope, message, handler
+                        )
+                        continue
+                    mark = len(writer.pending)
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            await self._handle_in_batch(
+                                conn, writer, delivery, envelope, message, handler
+                            )
+                    except PoisonMessage as exc:
+                        del writer.pending[mark:]
+                        await inbox.forget(conn, consumer=self.consumer, message_id=key)
+                        done.discard(key)
+                        refused.append((delivery, exc))
                 written = await writer.flush(conn)
             self.stats.processed += len(done)
             if written:

@@ -169,6 +169,7 @@ def make_runner(
     settings: ConsumerSettings | None = None,
     handler: Any = note_handler,
     faults: Faults = NO_FAULTS,
+    refusals: Any = None,
 ) -> MessageRunner:
     return MessageRunner(
         consumer="test_svc",
@@ -181,6 +182,7 @@ def make_runner(
         wakeup=Wakeup(relay),
         settings=settings or ConsumerSettings(retry_base=0.01),
         faults=faults,
+        refusals=refusals,
     )
 
 

@@ -311,3 +311,62 @@ async def test_a_batch_whose_transaction_fails_falls_back_to_one_by_one(
         assert await queue_depth(s.connection, COMMANDS) == 0
         [dead] = await collect(s.connection, COMMANDS + ".dlq", count=1, timeout=5)
         assert dead.headers[ERROR_CLASS] == "InvalidMessageData"
+
+
+async def test_a_refusal_a_stranger_makes_fail_costs_its_message_not_the_batch(
+    amqp_url: str, pg_dsn: str
+) -> None:
+    """Data that fails its schema goes to the type's refuser; one that cannot answer (garbage
+    naming a live order, say) is undone in its own savepoint and dead-lettered after the commit,
+    with its inbox row gone (so a replay is processed), while the rest of the batch commits."""
+    from libs.messaging.consumer import QueueConsumer
+
+    async def refuse(envelope, error, ctx: HandlerContext) -> bool:  # type: ignore[no-untyped-def]
+        if envelope.data.get("key") != "answer":
+            await ctx.conn.execute("INSERT INTO notes (key, seq) VALUES ('undone', 0)")
+            return False
+        await ctx.conn.execute("INSERT INTO notes (key, seq) VALUES ('answered', -1)")
+        return True
+
+    def invalid(key: str) -> aio_pika.Message:
+        message = command_message(Note(key=key, seq=1))
+        doc = json.loads(message.body)
+        doc["data"]["seq"] = "not a number"
+        message.body = json.dumps(doc).encode()
+        return message
+
+    async with stack(amqp_url, pg_dsn) as s:
+        for n in range(20):
+            await publish(s, command_message(Note(key="r", seq=n)))
+        await publish(s, invalid("answer"))
+        garbage = invalid("garbage")
+        await publish(s, garbage)
+        runner = make_runner(s, refusals={Note.TYPE: refuse})
+        batches: list[int] = []
+
+        async def recording(deliveries: list) -> None:  # type: ignore[type-arg]
+            batches.append(len(deliveries))
+            await runner.process_batch(deliveries)
+
+        consumer = QueueConsumer(
+            s.connection, queue=COMMANDS, prefetch=128, process=runner, process_batch=recording
+        )
+        await consumer.start()
+        await wait_until(lambda: runner.stats.processed + runner.stats.dead_lettered == 22)
+        await consumer.stop(grace=5)
+        conn = await connect(pg_dsn)
+        assert await conn.fetchval("SELECT count(*) FROM notes WHERE key = 'r'") == 20
+        assert await conn.fetchval("SELECT count(*) FROM notes WHERE key = 'answered'") == 1
+        assert await conn.fetchval("SELECT count(*) FROM notes WHERE key = 'undone'") == 0
+        # batched: the messages shared transactions (a fallback gives each its own)
+        rows = "SELECT count(DISTINCT xmin::text) FROM notes WHERE key = 'r'"
+        assert await conn.fetchval(rows) <= len(batches)
+        assert max(batches) > 1
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM inbox WHERE message_id = $1::uuid", garbage.message_id
+        )
+        await conn.close()
+        assert await queue_depth(s.connection, COMMANDS) == 0
+        [dead] = await collect(s.connection, COMMANDS + ".dlq", count=1, timeout=5)
+        assert dead.message_id == garbage.message_id
+        assert dead.headers[ERROR_CLASS] == "InvalidMessageData"
