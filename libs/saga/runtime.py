@@ -82,7 +82,8 @@ class SagaCoordinator:
         self._source = source
         self._sweep = sweep
         self._batch = batch
-        self._next: datetime | None = None
+        self._next: datetime | None = None  # the earliest deadline still to come
+        self._overdue = False  # a deadline is past that the last round could not claim
         self._timer_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.fired = 0
@@ -197,6 +198,7 @@ class SagaCoordinator:
         """Fire due deadlines until :meth:`stop` (or cancellation); survives any error."""
         failures = 0
         blocked = 0  # consecutive rounds in which a past deadline could not be claimed
+        self._timer_wake.set()  # a first round at once: deadlines that passed while down
         while not self._stopping.is_set():
             try:
                 await self._wait_for_next(blocked)
@@ -204,8 +206,7 @@ class SagaCoordinator:
                     return
                 fired = await self._fire_due(pool, wakeup)
                 failures = 0
-                still_due = self._next is not None and self._next <= utcnow()
-                blocked = blocked + 1 if still_due and fired == 0 else 0
+                blocked = blocked + 1 if self._overdue and fired == 0 else 0
             except Exception as exc:
                 failures += 1
                 pause = backoff.delay(failures, base=FAILURE_PAUSE, cap=FAILURE_PAUSE_CAP)
@@ -224,8 +225,9 @@ class SagaCoordinator:
     async def _wait_for_next(self, blocked: int) -> None:
         """Sleep until the next known deadline, at most ``sweep``; a wake-up ends it early.
 
-        ``blocked`` > 0: the earliest deadline is past but held by another transaction, so
-        waking "at" it would be a busy loop: pause instead, longer each round, at most ``sweep``.
+        ``blocked`` > 0: a deadline is past but held by another transaction, so waking "at" it
+        would be a busy loop: come back for it after a pause, longer each round, at most
+        ``sweep`` — or at the next deadline still to come, if that is sooner.
         """
         timeout = self._sweep
         if self._next is not None:
@@ -234,14 +236,14 @@ class SagaCoordinator:
             pause = backoff.delay(
                 blocked, base=min(BLOCKED_PAUSE, self._sweep), cap=self._sweep, jitter=0.5
             )
-            timeout = max(timeout, pause)
+            timeout = min(timeout, pause)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._timer_wake.wait(), timeout=timeout)
         self._timer_wake.clear()
 
     async def _fire_due(self, pool: Any, wakeup: Wakeup) -> int:
         """Fire every claimable due deadline; returns how many fired. Leaves ``_next`` at the
-        earliest deadline of any instance, claimable or not."""
+        earliest deadline still to come and ``_overdue`` telling whether one is past unclaimed."""
         fired = 0
         async with pool.acquire() as conn:
             while True:
@@ -274,5 +276,5 @@ class SagaCoordinator:
                     await wakeup.after_commit(conn)
                 if len(due) < self._batch:
                     break
-            self._next = await store.next_deadline(conn, saga=self.definition.name)
+            self._next, self._overdue = await store.next_deadline(conn, saga=self.definition.name)
         return fired

@@ -160,15 +160,19 @@ async def claim_due(conn: Conn, *, saga: str, now: datetime, limit: int) -> list
     return [Loaded(SagaState.from_json(r["state"]), r["traceparent"]) for r in rows]
 
 
-async def next_deadline(conn: Conn, *, saga: str) -> datetime | None:
-    """The earliest deadline of any instance, including instances another transaction holds
-    (which :func:`claim_due` skips): it can be in the past with nothing claimable, and the timer
-    must then pause rather than wake at once (``SagaCoordinator.run_timers`` does)."""
-    value = await conn.fetchval(
-        "SELECT min(deadline_at) FROM saga_instance WHERE saga = $1 AND deadline_at IS NOT NULL",
+async def next_deadline(conn: Conn, *, saga: str) -> tuple[datetime | None, bool]:
+    """(the earliest deadline still to come, whether any is past already). A past one that
+    :func:`claim_due` did not claim is held by another transaction: the timer pauses for it
+    rather than wake at once, yet still wakes on time for the others
+    (``SagaCoordinator.run_timers``)."""
+    row = await conn.fetchrow(
+        """SELECT min(deadline_at) FILTER (WHERE deadline_at > clock_timestamp()) AS next,
+                  coalesce(bool_or(deadline_at <= clock_timestamp()), false) AS overdue
+             FROM saga_instance WHERE saga = $1 AND deadline_at IS NOT NULL""",
         saga,
     )
-    return value if isinstance(value, datetime) else None
+    upcoming = row["next"] if row is not None else None
+    return (upcoming if isinstance(upcoming, datetime) else None), bool(row and row["overdue"])
 
 
 @dataclass(frozen=True, slots=True)

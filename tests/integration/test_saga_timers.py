@@ -35,8 +35,8 @@ async def saga_db() -> AsyncIterator[str]:
         yield dsn
 
 
-async def seed_overdue(dsn: str) -> str:
-    """An instance whose step deadline passed an hour ago."""
+async def seed_overdue(dsn: str, *, due_in: float = -3600.0) -> str:
+    """An instance whose step deadline passed an hour ago (or comes in ``due_in`` seconds)."""
     order_id = str(uuid.uuid4())
     created = OrderCreated(
         order_id=order_id,
@@ -45,7 +45,8 @@ async def seed_overdue(dsn: str) -> str:
         total=Decimal("5.00"),
         currency="USD",
     )
-    t = start(SAGA, created, now=datetime.now(UTC) - timedelta(hours=1))
+    step = SAGA.steps[0].deadline
+    t = start(SAGA, created, now=datetime.now(UTC) + timedelta(seconds=due_in - step))
     conn = await connect(dsn)
     try:
         assert await store.insert(
@@ -116,6 +117,27 @@ async def test_a_due_instance_locked_elsewhere_does_not_make_the_timer_spin(
         assert row.deadline_at is not None and row.deadline_at > datetime.now(UTC)
         await check.close()
         await holder.close()
+
+
+async def test_a_locked_instance_does_not_delay_the_deadlines_of_the_others() -> None:
+    """While one overdue instance is held elsewhere the timer pauses for it, longer each round,
+    but another instance's deadline still fires on time, not at the end of a pause."""
+    async with saga_db() as dsn:
+        held_id = await seed_overdue(dsn)
+        await seed_overdue(dsn, due_in=4.0)
+        holder = await connect(dsn)
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM saga_instance WHERE id = $1 FOR UPDATE", held_id)
+        try:
+            async with running_timers(dsn, sweep=10.0) as (coordinator, _):
+                started = asyncio.get_running_loop().time()
+                await wait_until(lambda: coordinator.fired == 1, timeout=8, interval=0.02)
+                took = asyncio.get_running_loop().time() - started
+                assert 3.9 <= took <= 4.6, took
+        finally:
+            await tx.rollback()
+            await holder.close()
 
 
 async def test_the_timer_survives_errors_and_then_fires(monkeypatch: pytest.MonkeyPatch) -> None:
