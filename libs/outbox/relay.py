@@ -19,8 +19,8 @@ leaves the rows unmarked: they are published again with the same message id, and
 inboxes absorb the duplicate. A nacked or unroutable row is retried after a capped, jittered
 exponential delay (:mod:`libs.backoff`, stored in ``available_at``) and is dead after
 ``max_attempts``. A row without an answer (broker gone) is not counted as an attempt: the relay
-backs off and tries again. After a nack the relay wakes when the row's delay is over, not only at
-the next sweep.
+backs off and tries again. After a nack the relay wakes when each nacked row's delay is over,
+not only at the next sweep (rows nacked under an earlier leader wait for a sweep).
 
 Per-aggregate order — what is guaranteed, exactly: the first copy of each outbox row that
 reaches the broker comes after the first copies of every earlier row of its aggregate
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -98,7 +99,7 @@ class OutboxRelay:
         self._lost_leadership = asyncio.Event()
         self._leader = False
         self._last_prune = 0.0
-        self._retry_at: float | None = None  # monotonic time the earliest nacked row is due
+        self._retries: list[float] = []  # heap: monotonic times nacked rows of this leader are due
         self.published = 0
         self.batches = 0
 
@@ -187,8 +188,8 @@ class OutboxRelay:
         while not self._stopping.is_set() and not self._lost_leadership.is_set():
             # Clear before draining: a wake-up that arrives during the drain triggers another.
             self._wake.clear()
-            if self._retry_at is not None and self._retry_at <= time.monotonic():
-                self._retry_at = None  # due: this drain claims the retried rows again
+            while self._retries and self._retries[0] <= time.monotonic():
+                heapq.heappop(self._retries)  # due: this drain claims the retried rows again
             unanswered = await self._drain(worker)
             if unanswered:
                 unknown_streak += 1
@@ -196,8 +197,8 @@ class OutboxRelay:
                 continue
             unknown_streak = 0
             timeout = self._settings.sweep_interval
-            if self._retry_at is not None:  # a nacked row is due before the sweep
-                timeout = min(timeout, max(0.0, self._retry_at - time.monotonic()) + 0.01)
+            if self._retries:  # a nacked row is due before the sweep
+                timeout = min(timeout, max(0.0, self._retries[0] - time.monotonic()) + 0.01)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except TimeoutError:
@@ -209,8 +210,8 @@ class OutboxRelay:
         )
 
     async def _drain(self, worker: Conn) -> int:
-        """Publish until nothing is claimable; returns how many rows got no answer. A nacked row
-        moves ``_retry_at`` (when :meth:`_lead` wakes up next) to its retry time if earlier."""
+        """Publish until nothing is claimable; returns how many rows got no answer. Each nacked
+        row's retry time joins ``_retries``, so :meth:`_lead` wakes up when it is due."""
         while not self._lost_leadership.is_set():
             async with worker.transaction():
                 rows = await store.claim(worker, limit=self._settings.batch_size)
@@ -232,9 +233,9 @@ class OutboxRelay:
                 )
             self.published += len(confirmed)
             self.batches += 1
-            if failed:
-                due = time.monotonic() + min(delay for _, _, delay in failed)
-                self._retry_at = due if self._retry_at is None else min(self._retry_at, due)
+            now = time.monotonic()
+            for delay in {delay for _, _, delay in failed}:
+                heapq.heappush(self._retries, now + delay)
             if failed or unanswered:
                 log.warning(
                     "relay.publish_failed",
