@@ -70,8 +70,11 @@ _OTHER_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 # quantifiers are possessive: a match never backtracks, so a pass is linear in the text.
 _STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?+', re.DOTALL)
 _BRACKET = re.compile(r"([\[\]{}])")
-# An escape in the surrogate range, the only way a JSON string can name a lone surrogate.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# An escape of a surrogate that is not half of a pair: the only way a JSON string can name one.
+# Searched in the text with escaped backslashes blanked out, where every ``\u`` is an escape.
+_HIGH = r"\\u[dD][89abAB][0-9a-fA-F]{2}"
+_LOW = r"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_LONE_SURROGATE = re.compile(f"{_HIGH}(?!{_LOW})|(?<!{_HIGH}){_LOW}")
 _MAX_REASON_CHARS = 200
 
 
@@ -143,10 +146,14 @@ def _scan(text: str, limits: JsonLimits) -> None:
     long_strings = len(text) - 2 > limits.max_string_chars and (
         max(map(len, parts[1::2]), default=0) > limits.max_string_chars
     )
-    surrogates = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
-    if long_strings or surrogates:
+    if "\\u" in text and _LONE_SURROGATE.search(unescaped) is not None:
+        raise MalformedMessage(
+            "a JSON string holds an unpaired surrogate escape (\\ud800-\\udfff), "
+            "which is not a Unicode character"
+        )
+    if long_strings:
         for token in _STRING.findall(text):
-            if len(token) - 2 > limits.max_string_chars or (surrogates and "\\u" in token):
+            if len(token) - 2 > limits.max_string_chars:
                 _check_string(token, limits.max_string_chars)
 
 
@@ -181,20 +188,13 @@ def _check_containers(pieces: list[str], limits: JsonLimits) -> None:
 
 
 def _check_string(token: str, max_chars: int) -> None:
-    """Length after decoding, and no unpaired surrogate: decodes the one string token."""
+    """Length after decoding: decodes the one string token."""
     try:
         value: str = json.loads(token)
     except ValueError:  # a bad escape or a control character: the decoder will say where
         return
     if len(value) > max_chars:
         raise MalformedMessage(f"a JSON string is longer than {max_chars} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise MalformedMessage(
-            "a JSON string holds an unpaired surrogate escape (\\ud800-\\udfff), "
-            "which is not a Unicode character"
-        ) from None
 
 
 @lru_cache(maxsize=8)
