@@ -12,10 +12,6 @@ customer, SKU, service or queue it concerns.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import os
-import shutil
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -30,7 +26,7 @@ from libs.contracts import TOPOLOGY
 from libs.errors import OrderflowError
 from libs.messages.registry import Message
 from libs.messaging import deadletters
-from libs.messaging.admin import vhost_of
+from libs.messaging.admin import unacked_counts, vhost_of
 from libs.messaging.connection import connect as amqp_connect
 from libs.pg.pool import Conn, connect
 from libs.saga.engine import command_id
@@ -46,7 +42,6 @@ T = TypeVar("T")
 SAGA = "order"
 EXAMPLES = 3  # rows named in a violation about many
 REASONS_READ = 200  # dead letters read per queue to tell why they died
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 async def check(
@@ -80,13 +75,10 @@ async def check(
         broker.cancel()
         raise
     snap = _snapshot(order_db | payment_db | inventory_db | saga_db)
-    has_refused = bool(order_db["has_refused"][0]["exists"])
 
     report.figures["orders"] = dict(Counter(o["status"] for o in snap.orders))
     report.figures["orders_total"] = len(snap.orders)
-    report.figures["refused"] = (
-        sum(1 for o in snap.orders if o["refused"]) if has_refused else "no refused column"
-    )
+    report.figures["refused"] = sum(1 for o in snap.orders if o["refused"])
 
     retries = settings.saga.retries
     invariants.orders_and_sagas(report, snap, allow_pending=allow_pending, retries=retries)
@@ -129,7 +121,7 @@ async def _rows(conn: Conn, query: str, *args: Any) -> list[dict[str, Any]]:
 
 QUERIES = {
     "order_svc": {
-        "orders": "SELECT id::text, customer_id, status, total, {refused}, updated_at FROM orders",
+        "orders": "SELECT id::text, customer_id, status, total, refused, updated_at FROM orders",
         "lines": "SELECT order_id::text, sku, quantity, unit_price FROM order_lines",
     },
     "payment_svc": {
@@ -164,28 +156,18 @@ COMMON = {  # every service database has an outbox and an inbox
     "outbox_dead": f"""SELECT aggregate_type, aggregate_id, message_type, last_error
               FROM outbox WHERE dead_at IS NOT NULL ORDER BY id LIMIT {EXAMPLES}""",
     "inbox": "SELECT consumer, message_type, count(*) AS n FROM inbox GROUP BY 1, 2 ORDER BY 1, 2",
-    "inbox_oldest": "SELECT min(processed_at) AS at FROM inbox WHERE consumer = '{service}'",
 }
-REFUSED_COLUMN = """SELECT EXISTS (SELECT 1 FROM information_schema.columns
-    WHERE table_schema = current_schema() AND table_name = 'orders' AND column_name = 'refused')"""
 
 
 async def _read(
     conn: Conn, service: str, grace: float, ids: Callable[[str, str, str], str]
 ) -> Tables:
-    """One service's tables (``orders.refused`` read as false where the column is missing),
-    and the inbox records its effects imply that its inbox lacks."""
+    """One service's tables, and the inbox records its effects imply that its inbox lacks (no
+    inbox is pruned: every effect's record must be there)."""
     tables: Tables = {}
-    if service == "order_svc":
-        tables["has_refused"] = await _rows(conn, REFUSED_COLUMN)
-    refused = "refused" if tables.get("has_refused", [{}])[0].get("exists") else "false AS refused"
     for name, query in (QUERIES[service] | COMMON).items():
-        sql = query.format(refused=refused, grace=float(grace), service=service)
-        tables[name] = await _rows(conn, sql)
+        tables[name] = await _rows(conn, query.format(grace=float(grace), service=service))
     wanted = invariants.expected_inbox(_snapshot(tables), ids).get(service, [])
-    # an inbox may have been pruned: effects older than its oldest record are not checked
-    oldest = tables["inbox_oldest"][0]["at"]
-    wanted = [e for e in wanted if oldest is None or e.at is None or e.at >= oldest]
     absent = await _rows(
         conn,
         """SELECT m::text AS id FROM unnest($2::uuid[]) AS m
@@ -273,7 +255,16 @@ class BrokerView:
 async def _look_at_broker(settings: Settings, *, count_unacked: bool) -> BrokerView:
     """Depths of the service and dead-letter queues; dead letters read, not taken."""
     view = BrokerView()
-    unacked = asyncio.create_task(unacked_counts(settings.amqp_url)) if count_unacked else None
+    unacked = (
+        asyncio.create_task(
+            unacked_counts(
+                vhost_of(settings.amqp_url),
+                host=urllib.parse.urlsplit(settings.amqp_url).hostname or "127.0.0.1",
+            )
+        )
+        if count_unacked
+        else None
+    )
     try:
         connection = await amqp_connect(settings.amqp_url, name="orderflow-check")
     except OrderflowError as exc:
@@ -337,64 +328,3 @@ def _judge_broker(
                 report.violation(text + " (see `orderflow dlq list`)")
     report.figures["queues"] = queues
     report.figures["dead_letters"] = view.dead
-
-
-async def unacked_counts(amqp_url: str) -> dict[str, int] | None:
-    """Messages delivered and not yet acked, per queue of the URL's vhost; None when unknown.
-
-    AMQP tells only what is ready; this asks ``rabbitmqctl`` (a local broker) or the management
-    API (``ORDERFLOW_RABBITMQ_API``, default port 15672 of the broker's host). Both report the
-    broker's statistics, refreshed every ``collect_statistics_interval`` (5 s by default): a
-    check run within seconds of the last delivery may see a count that is already stale."""
-    vhost = vhost_of(amqp_url)
-    parts = urllib.parse.urlsplit(amqp_url)
-    host = parts.hostname or "127.0.0.1"
-    if shutil.which("rabbitmqctl") and host in LOCAL_HOSTS:
-        found = await _rabbitmqctl_unacked(vhost)
-        if found is not None:
-            return found
-    return await asyncio.to_thread(_api_unacked, host, vhost, parts)
-
-
-async def _rabbitmqctl_unacked(vhost: str) -> dict[str, int] | None:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *("rabbitmqctl", "-q", "list_queues", "-p", vhost, "--formatter", "json"),
-            *("name", "messages_unacknowledged"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), 15)
-        except TimeoutError:
-            proc.kill()
-            return None
-        queues = json.loads(out) if proc.returncode == 0 else []
-        return {q["name"]: int(q["messages_unacknowledged"]) for q in queues} or None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _api_unacked(host: str, vhost: str, amqp: urllib.parse.SplitResult) -> dict[str, int] | None:
-    base = os.environ.get("ORDERFLOW_RABBITMQ_API", f"http://{host}:15672")
-    user = os.environ.get("ORDERFLOW_RABBITMQ_ADMIN_USER") or amqp.username or "guest"
-    password = os.environ.get("ORDERFLOW_RABBITMQ_ADMIN_PASSWORD") or amqp.password or "guest"
-    request = urllib.request.Request(
-        f"{base}/api/queues/{urllib.parse.quote(vhost, safe='')}"
-        "?columns=name,messages_unacknowledged",
-        headers={
-            "authorization": "Basic "
-            + base64.b64encode(
-                f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
-            ).decode()
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=3) as response:
-            return {
-                q["name"]: int(q.get("messages_unacknowledged") or 0)
-                for q in json.loads(response.read())
-            }
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

@@ -16,10 +16,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from libs.errors import ConfigurationError, InfrastructureUnavailable
+from libs.errors import ConfigurationError, InfrastructureUnavailable, OrderflowError
 
 
-async def _rabbitmqctl(*args: str, stdin: str | None = None) -> str:
+async def _rabbitmqctl(*args: str, stdin: str | None = None, timeout: float | None = None) -> str:
     """Run rabbitmqctl. Secrets go through ``stdin``, never the command line: other users of the
     machine can see a command line, and rabbitmqctl echoes its arguments in its own errors."""
     proc = await asyncio.create_subprocess_exec(
@@ -30,7 +30,13 @@ async def _rabbitmqctl(*args: str, stdin: str | None = None) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate(None if stdin is None else stdin.encode() + b"\n")
+    try:
+        out, err = await asyncio.wait_for(
+            proc.communicate(None if stdin is None else stdin.encode() + b"\n"), timeout
+        )
+    except TimeoutError:
+        proc.kill()
+        raise InfrastructureUnavailable(f"rabbitmqctl {args[0]} took over {timeout} s") from None
     if proc.returncode != 0:
         raise InfrastructureUnavailable(
             f"rabbitmqctl {args[0]} failed: {(err or out).decode().strip()[:500]}"
@@ -38,8 +44,11 @@ async def _rabbitmqctl(*args: str, stdin: str | None = None) -> str:
     return out.decode()
 
 
-def _api(method: str, path: str, body: dict[str, Any] | None = None) -> None:
-    base = os.environ.get("ORDERFLOW_RABBITMQ_API", "http://127.0.0.1:15672")
+def _api(
+    method: str, path: str, body: dict[str, Any] | None = None, *, base: str | None = None
+) -> Any:
+    """One management API call; the parsed JSON answer (None when there is none)."""
+    base = base or os.environ.get("ORDERFLOW_RABBITMQ_API", "http://127.0.0.1:15672")
     user = os.environ.get("ORDERFLOW_RABBITMQ_ADMIN_USER", "guest")
     password = os.environ.get("ORDERFLOW_RABBITMQ_ADMIN_PASSWORD", "guest")
     request = urllib.request.Request(
@@ -52,14 +61,17 @@ def _api(method: str, path: str, body: dict[str, Any] | None = None) -> None:
         },
     )
     try:
-        urllib.request.urlopen(request, timeout=10).close()
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = response.read()
     except urllib.error.HTTPError as exc:
         if not (method == "DELETE" and exc.code == 404):
             raise ConfigurationError(f"management API {method} {path}: HTTP {exc.code}") from None
+        return None
     except OSError as exc:
         raise InfrastructureUnavailable(
             f"neither rabbitmqctl nor the management API at {base} is available: {exc}"
         ) from None
+    return json.loads(answer) if answer else None
 
 
 def _q(name: str) -> str:
@@ -132,3 +144,25 @@ def vhost_of(url: str) -> str:
 def with_vhost(url: str, vhost: str) -> str:
     parts = urllib.parse.urlsplit(url)
     return parts._replace(path="/" + _q(vhost)).geturl()
+
+
+async def unacked_counts(vhost: str, *, host: str = "127.0.0.1") -> dict[str, int] | None:
+    """Messages delivered and not yet acked, per queue of ``vhost``; None when unknown.
+
+    AMQP tells only what is ready; this asks ``rabbitmqctl`` (a local broker) or the management
+    API. Both report the broker's statistics, refreshed every ``collect_statistics_interval``
+    (5 s by default): a count taken within seconds of the last delivery may be stale."""
+    try:
+        if shutil.which("rabbitmqctl") and host in ("127.0.0.1", "localhost", "::1"):
+            columns = ("name", "messages_unacknowledged")
+            out = await _rabbitmqctl(
+                "list_queues", "-p", vhost, "--formatter", "json", *columns, timeout=15
+            )
+            queues = json.loads(out)
+        else:
+            base = os.environ.get("ORDERFLOW_RABBITMQ_API", f"http://{host}:15672")
+            path = f"/api/queues/{_q(vhost)}?columns=name,messages_unacknowledged"
+            queues = await asyncio.to_thread(_api, "GET", path, base=base)
+        return {q["name"]: int(q.get("messages_unacknowledged") or 0) for q in queues} or None
+    except (OrderflowError, ValueError, KeyError, TypeError):
+        return None
