@@ -25,7 +25,7 @@ class Duplicator:
         self._share = share
         self._rng = random.Random(seed)
         self._channel: Any = None
-        self.copies = 0
+        self.copied: list[str] = []  # message ids of the copies the broker confirmed
         self.active = True
 
     async def start(self) -> None:
@@ -51,7 +51,7 @@ class Duplicator:
             ]
         )
         if outcome[0] is None:
-            self.copies += 1
+            self.copied.append(message.message_id or "")
 
     async def close(self) -> None:
         self.active = False

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from libs.messaging.connection import connect as amqp_connect
 from libs.pg.admin import database_of, drop_database
@@ -37,8 +38,9 @@ from libs.settings import Settings
 from libs.testing.infra import remove_service_users, service_env, temporary_vhost
 from orderflow.chaos.poison import ANSWERED, FORGED_LOG_LINE, Poison
 from orderflow.chaos.scenarios import SCENARIOS, Context, Scenario
-from orderflow.check import check
+from orderflow.check import CheckReport, check
 from orderflow.client import OrderClient
+from orderflow.confine import settings_from
 from orderflow.dlq import Letter, list_letters
 from orderflow.load import plan
 from orderflow.setup import setup
@@ -130,6 +132,15 @@ async def _place_all(
     return placed
 
 
+def _record(line: str) -> dict[str, Any]:
+    """A service's JSON log line as a dict (empty for anything else)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _unhandled(
     bad: Poison, letter: Letter | None, order_id: str | None, refused: set[str]
 ) -> str | None:
@@ -175,18 +186,21 @@ async def _statuses(settings: Settings, order_ids: list[str]) -> dict[str, str]:
 
 async def _quiesce(
     settings: Settings, order_ids: list[str], *, limit: float
-) -> tuple[float | None, dict[str, str]]:
-    """Seconds until every order is terminal and every invariant holds; None if not within limit."""
+) -> tuple[float | None, dict[str, str], CheckReport | None]:
+    """Seconds until every order is terminal and every invariant holds (None if not within
+    limit), the orders' statuses, and the check report that held."""
     started = time.monotonic()
     statuses: dict[str, str] = {}
     while time.monotonic() - started < limit:
         with contextlib.suppress(Exception):  # the database may still be coming back
             statuses = await _statuses(settings, order_ids)
             ended = len(statuses) == len(order_ids) and "PENDING" not in statuses.values()
-            if ended and (await check(settings, allow_dead_letters=True)).ok:
-                return time.monotonic() - started, statuses
+            if ended:
+                report = await check(settings, allow_dead_letters=True)  # matched in _fill
+                if report.ok:
+                    return time.monotonic() - started, statuses, report
         await asyncio.sleep(0.5)
-    return None, statuses
+    return None, statuses, None
 
 
 async def run_chaos(
@@ -211,9 +225,9 @@ async def run_chaos(
             "ORDERFLOW_SAGA__RETRIES": "2",
             "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2",
         }
-        for key, value in env.items():
-            os.environ[key] = value
-        run_settings = Settings()
+        # the run's settings, without touching this process's environment (a test suite
+        # running several scenarios must not inherit one run's databases in the next test)
+        run_settings = settings_from({**os.environ, **env})
         await setup(run_settings)
         rng = random.Random(seed)
         connection = await amqp_connect(run_settings.amqp_url, name="orderflow-chaos")
@@ -231,11 +245,7 @@ async def run_chaos(
             extra_env=lambda child: scenario.child_env(ctx, child),
         )
         if scenario.relays:
-            problem = relay_mode_problem()
-            if problem is None:
-                _add_relays(supervisor)
-            else:  # the scenario runs without them, and fails
-                report.violations.append(problem)
+            _add_relays(supervisor)
         ctx = Context(
             supervisor,
             rng,
@@ -264,9 +274,9 @@ async def run_chaos(
                 await supervisor.start(child)
         await supervisor.wait_ready(timeout=90)
         report.placed = len(order_ids)
-        took, statuses = await _quiesce(run_settings, order_ids, limit=QUIESCE_LIMIT + 30)
+        took, statuses, held = await _quiesce(run_settings, order_ids, limit=QUIESCE_LIMIT + 30)
         report.time_to_quiesce = took
-        await _fill(report, ctx, run_settings, order_ids, statuses, output.getvalue())
+        await _fill(report, ctx, run_settings, order_ids, statuses, output.getvalue(), held)
         report.violations += ctx.faults.violations(scenario.required)
     return report
 
@@ -274,27 +284,6 @@ async def run_chaos(
 RELAY_MODE = (
     "ORDERFLOW_RELAY__MODE"  # libs.service.app's RelayMode: in-process (default), off, only
 )
-
-
-def relay_mode_problem() -> str | None:
-    """None when a process can start with RELAY_MODE=only; otherwise why not (a service builds
-    its Settings first, and so does the supervisor when it confines a child's environment)."""
-    saved = os.environ.get(RELAY_MODE)
-    os.environ[RELAY_MODE] = "only"
-    try:
-        Settings()
-    except Exception as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        return (
-            f"relay-only processes cannot start, so none was killed: with {RELAY_MODE}=only "
-            f"Settings() fails ({type(exc).__name__}: {first})"
-        )
-    finally:
-        if saved is None:
-            os.environ.pop(RELAY_MODE, None)
-        else:
-            os.environ[RELAY_MODE] = saved
-    return None
 
 
 def _add_relays(supervisor: Supervisor) -> None:
@@ -314,14 +303,6 @@ def _save(path: Path, output: io.StringIO) -> None:
     path.write_text(output.getvalue())
 
 
-def _restore_env(saved: dict[str, str | None]) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 async def _close_proxies(ctx: Context) -> None:
     for proxy in ctx.proxies.values():
         await proxy.close()
@@ -334,6 +315,7 @@ async def _fill(
     order_ids: list[str],
     statuses: dict[str, str],
     log: str,
+    held: CheckReport | None,
 ) -> None:
     counts = Counter(statuses.get(o, "MISSING") for o in order_ids)
     report.terminal = counts["CONFIRMED"] + counts["REJECTED"]
@@ -345,13 +327,25 @@ async def _fill(
         )
     if report.time_to_quiesce is None or report.time_to_quiesce > QUIESCE_LIMIT:
         report.violations.append(f"not quiet within {QUIESCE_LIMIT:.0f} s of healing")
-    result = await check(settings, allow_dead_letters=True)  # matched one for one below
+    # the report that held when quiet, else a last one (dead letters are matched below)
+    result = held or await check(settings, allow_dead_letters=True)
     report.violations += result.violations
     report.charged_twice = int(result.figures.get("double_charges", 0))
     report.refunds = int(result.figures.get("refunds", 0))
     lines = [line.partition("| ")[2] for line in log.splitlines()]
-    # Counted from the services' logs (one "consumer.duplicate" record per copy skipped).
-    report.duplicates_absorbed = sum('"consumer.duplicate"' in line for line in lines)
+    # one consumer.duplicate record per copy a consumer's inbox skipped, with its message id
+    absorbed = Counter(
+        record.get("message_id")
+        for record in map(_record, lines)
+        if record.get("event") == "consumer.duplicate"
+    )
+    report.duplicates_absorbed = sum(absorbed.values())
+    duplicator = ctx.extra.get("duplicator")
+    for message_id in getattr(duplicator, "copied", ()):
+        if absorbed[message_id]:
+            ctx.faults.saw("copies injected")
+        else:
+            ctx.faults.miss("copies injected", f"the copy of {message_id} was never absorbed")
     if any(line.startswith(FORGED_LOG_LINE) for line in lines):
         report.violations.append("a forged log line got into the service logs")
     letters = await list_letters(settings)

@@ -40,7 +40,6 @@ class TcpProxy:
         self._open = asyncio.Event()
         self._open.set()
         self.connections = 0  # carried: accepted and connected to the target
-        self.refused = 0  # accepted, but the target could not be reached
         self.resets = 0  # connections cut by reset_all
         self.blackholed = 0  # connections that had bytes held back by a blackhole
         self.delayed = 0  # chunks held back by latency
@@ -62,7 +61,6 @@ class TcpProxy:
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
-            self.refused += 1
             _abort(client_w)
             return
         self.connections += 1
@@ -109,10 +107,6 @@ class TcpProxy:
         self._pairs.clear()
         self.resets += len(pairs)
         return len(pairs)
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._pairs)
 
     async def wait_open(self, timeout: float) -> bool:
         """Until at least one connection is open (True), or ``timeout`` seconds passed."""
