@@ -21,10 +21,13 @@ from libs.secrets import read_secret, user_of, with_credentials
 SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
 
 
+RelayMode = Literal["in-process", "off", "only"]
+
+
 class RelaySettings(BaseModel):
     """How the outbox relay claims, publishes and retries."""
 
-    mode: Literal["in-process", "off", "only"] = Field(
+    mode: RelayMode = Field(
         default="in-process",
         description="in-process: consumers and relay; off: consumers only; only: the relay only",
     )

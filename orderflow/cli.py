@@ -191,8 +191,8 @@ def _refuse_unknown_skus(settings: Settings, skus: list[str]) -> None:
     answers the order itself (OrderRejected: unknown SKU)."""
     from orderflow.catalog import list_items
 
-    try:
-        known = {item.sku for item in run(list_items(settings))}
+    try:  # not run(): a catalog out of reach is no error here
+        known = {item.sku for item in asyncio.run(list_items(settings))}
     except (OSError, asyncpg.PostgresError, OrderflowError):
         return
     unknown = [sku for sku in skus if sku not in known]

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from libs.contracts import REGISTRY
 from libs.contracts.permissions import PUBLISHES, allowed_senders
@@ -33,10 +33,9 @@ from libs.outbox.relay import OutboxRelay, Wakeup
 from libs.pg.pool import create_pool
 from libs.secrets import user_of
 from libs.service.runner import Handler, MessageRunner, Refuser
-from libs.settings import Settings
+from libs.settings import RelayMode, Settings
 
 log = get_logger(__name__)
-RelayMode = Literal["in-process", "off", "only"]
 
 
 @dataclass
