@@ -153,10 +153,7 @@ class KillStorm(Scenario):
             ready = False
         new_pid = victim.process.pid if victim.process is not None else None
         problem = verify.restart_problem(old_pid, new_pid, ready=ready)
-        if problem is not None:
-            ctx.faults.miss("restarts", f"{victim.name}: {problem}", number)
-        else:
-            ctx.faults.saw("restarts")
+        ctx.faults.settle("restarts", problem and f"{victim.name}: {problem}", number)
 
 
 class CommitBoundaries(Scenario):
@@ -230,11 +227,7 @@ class BrokerRestart(Scenario):
         except CommandFailed as exc:
             ctx.faults.miss(kind, str(exc), number)
             return
-        problem = verify.broker_restart_problem(before, after)
-        if problem is not None:
-            ctx.faults.miss(kind, problem, number)
-        else:
-            ctx.faults.saw(kind)
+        ctx.faults.settle(kind, verify.broker_restart_problem(before, after), number)
 
     async def _drop(self, ctx: Context, vhost: str, kind: str = "connections dropped") -> None:
         number = ctx.faults.attempt(kind)
@@ -258,10 +251,7 @@ class BrokerRestart(Scenario):
         except CommandFailed as exc:
             ctx.faults.miss(kind, str(exc), number)
             return
-        if problem is not None:
-            ctx.faults.miss(kind, problem, number)
-        else:
-            ctx.faults.saw(kind)
+        if ctx.faults.settle(kind, problem, number):
             ctx.faults.saw("broker connections cut", len(before))
 
     async def heal(self, ctx: Context) -> None:
@@ -304,11 +294,7 @@ class DatabaseRestart(Scenario):
             except CommandFailed as exc:
                 ctx.faults.miss(kind, str(exc), number)
                 continue
-            problem = verify.database_restart_problem(before, after)
-            if problem is not None:
-                ctx.faults.miss(kind, problem, number)
-            else:
-                ctx.faults.saw(kind)
+            ctx.faults.settle(kind, verify.database_restart_problem(before, after), number)
 
     async def heal(self, ctx: Context) -> None:
         with contextlib.suppress(CommandFailed):  # "already running" is an exit code 2
@@ -375,10 +361,7 @@ class NetworkFaults(Scenario):
             return
         if fault == "reset":
             cut = proxy.reset_all()
-            if cut:
-                ctx.faults.saw(kind)
-            else:
-                ctx.faults.miss(kind, "the proxy had no connection to reset", number)
+            ctx.faults.settle(kind, None if cut else "the proxy had no connection to reset", number)
             return
         # latency and blackhole last 1-2.5 s, longer (up to 5 s more) until bytes were held
         counted = "delayed" if fault == "latency" else "blackholed"
@@ -394,10 +377,10 @@ class NetworkFaults(Scenario):
                 await asyncio.sleep(0.05)
         finally:
             proxy.heal()
-        if getattr(proxy, counted) > before:
-            ctx.faults.saw(kind)
-        else:
-            ctx.faults.miss(kind, f"no traffic through the proxy was {counted}", number)
+        held = getattr(proxy, counted) > before
+        ctx.faults.settle(
+            kind, None if held else f"no traffic through the proxy was {counted}", number
+        )
 
     async def heal(self, ctx: Context) -> None:
         for proxy in ctx.proxies.values():
@@ -449,7 +432,7 @@ class NetworkFaults(Scenario):
 
 class Duplicates(Scenario):
     """Re-deliver 20 % of all messages with the same id; every copy must be absorbed. A copy
-    counts once the broker confirmed it."""
+    counts when a consumer's log records it absorbed (harness._fill), not when it was sent."""
 
     name = "duplicates"
     required = ("copies injected",)
@@ -465,7 +448,8 @@ class Duplicates(Scenario):
     async def heal(self, ctx: Context) -> None:
         duplicator: Duplicator = ctx.extra["duplicator"]
         await duplicator.close()
-        ctx.faults.saw("copies injected", duplicator.copies)
+        for _ in duplicator.copied:
+            ctx.faults.attempt("copies injected")
 
 
 class PoisonMix(Scenario):

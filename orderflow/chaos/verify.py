@@ -99,6 +99,15 @@ class FaultLedger:
         self.missed.append((kind if number is None else f"{kind} #{number}", why))
         self._log(f"missed {self.missed[-1][0]}: {why}")
 
+    def settle(self, kind: str, problem: str | None, number: int | None = None) -> bool:
+        """The verdict on attempt ``number`` of ``kind``: observed when its check found no
+        ``problem``, missed (with it) otherwise; True when observed."""
+        if problem is None:
+            self.saw(kind)
+            return True
+        self.miss(kind, problem, number)
+        return False
+
     def violations(self, required: Iterable[str] = ()) -> list[str]:
         out = [f"fault did not happen: {what}: {why}" for what, why in self.missed]
         missed = Counter(what.partition(" #")[0] for what, _ in self.missed)
