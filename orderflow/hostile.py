@@ -3,17 +3,25 @@
 Each :class:`HostileCase` builds one message (body and AMQP properties) for a fresh CloudEvent id
 and says what the system must do with it: dead-letter it with a reason of a given class, or
 answer it on ``order.events`` (a refused ``PlaceOrder`` that names, or lets us derive, an order
-id). ``tests/e2e/test_hostile_input.py`` sends every case; ``docs/security.md`` describes them.
+id). ``tests/e2e/test_hostile_input.py`` sends every case in bulk, the ``hostile-clients`` chaos
+scenario mixes them into a steady order load; ``docs/security.md`` describes them.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import aio_pika
+
+from libs.messaging.admin import delete_user, ensure_user, vhost_of
+from libs.secrets import with_credentials
 
 PLACE = "order.place_order.v1"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -32,6 +40,43 @@ class Hostile:
     content_encoding: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     routing_key: str = PLACE
+
+    def message(self, message_id: str) -> aio_pika.Message:
+        """As it goes on the wire, with an AMQP message id of its own."""
+        return aio_pika.Message(
+            self.body,
+            content_type=self.content_type,
+            content_encoding=self.content_encoding,
+            headers=self.headers,
+            type=self.type,
+            message_id=message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+
+
+@asynccontextmanager
+async def stranger(amqp_url: str, *, prefix: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    """A confirm-mode channel of a client's own broker account (``<prefix>stranger``), which
+    may publish to ``order.commands`` and nothing else; the account is deleted afterwards."""
+    user, password = f"{prefix}stranger", secrets.token_urlsafe(16)
+    await ensure_user(
+        user,
+        password,
+        vhost=vhost_of(amqp_url),
+        configure="^$",
+        write=r"^order\.commands$",
+        read="^$",
+    )
+    try:
+        connection = await aio_pika.connect_robust(
+            with_credentials(amqp_url, user=user, password=password)
+        )
+        try:
+            yield await connection.channel(publisher_confirms=True)
+        finally:
+            await connection.close()
+    finally:
+        await delete_user(user)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from libs.messaging.connection import connect as amqp_connect
 from libs.pg.admin import database_of, drop_database
 from libs.settings import Settings
 from libs.testing.infra import remove_service_users, service_env, temporary_vhost
+from orderflow.chaos import verify
 from orderflow.chaos.poison import ANSWERED, FORGED_LOG_LINE, Poison
 from orderflow.chaos.scenarios import SCENARIOS, Context, Scenario
 from orderflow.check import CheckReport, check
@@ -278,6 +279,8 @@ async def run_chaos(
         report.time_to_quiesce = took
         await _fill(report, ctx, run_settings, order_ids, statuses, output.getvalue(), held)
         report.violations += ctx.faults.violations(scenario.required)
+        if not scenario.restarts_allowed:
+            report.violations += verify.restart_violations(supervisor.children)
     return report
 
 

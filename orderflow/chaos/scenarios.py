@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from libs.messages.envelope import utcnow
 from libs.messaging.admin import vhost_of
 from libs.messaging.publisher import Outgoing, Publisher
 from libs.pg.admin import database_of
+from orderflow import hostile
 from orderflow.chaos import poison as poison_kinds
 from orderflow.chaos import verify
 from orderflow.chaos.duplicator import Duplicator
@@ -90,6 +92,7 @@ class Scenario:
     name = ""
     relays = False  # also run a relay-only process per service (the services relay nothing)
     required: tuple[str, ...] = ()  # fault kinds that must each be observed at least once
+    restarts_allowed = True  # False: a service that exits during the run is a violation
 
     def child_env(self, ctx: Context | None, child: Child) -> dict[str, str]:
         return {}
@@ -488,6 +491,44 @@ class PoisonMix(Scenario):
                 await publisher.close()
 
 
+class HostileClients(Scenario):
+    """The hostile corpus (``orderflow/hostile.py``) mixed into the steady order load, from a
+    client's own broker account: every kind, then drawn at random, spread over the window. Each
+    must end as the corpus says — its dead letter with its reason, or its order stored refused
+    (answered) — the good orders all end, and no service restarts."""
+
+    name = "hostile-clients"
+    required = ("bad messages injected",)
+    restarts_allowed = False
+
+    async def inject(self, ctx: Context) -> None:
+        cases = list(hostile.CORPUS)
+        ctx.rng.shuffle(cases)
+        count = max(len(cases), ctx.orders_planned // 4)
+        cases += [ctx.rng.choice(hostile.CORPUS) for _ in range(count - len(cases))]
+        spacing = 2 * max(0.0, ctx.remaining()) / len(cases)
+        async with hostile.stranger(
+            ctx.env["ORDERFLOW_AMQP_URL"], prefix=ctx.env["ORDERFLOW_AMQP_USER_PREFIX"]
+        ) as channel:
+            exchange = await channel.get_exchange("order.commands", ensure=False)
+            for case in cases:
+                await ctx.pause(0, max(0.01, spacing))  # spread over the window, then no wait
+                sent = case.build(str(uuid.uuid4()))
+                bad = poison_kinds.Poison(
+                    kind=case.name,
+                    exchange="order.commands",
+                    routing_key=sent.routing_key,
+                    body=sent.body,
+                    message_id=str(uuid.uuid4()),
+                    expected_error=(
+                        poison_kinds.ANSWERED if case.expect == hostile.ANSWER else case.error_class
+                    ),
+                )
+                await exchange.publish(sent.message(bad.message_id), routing_key=sent.routing_key)
+                ctx.injected.append(bad)
+                ctx.faults.attempt("bad messages injected")  # observed by its effect, later
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
     s.name: s
     for s in (
@@ -498,5 +539,6 @@ SCENARIOS: dict[str, type[Scenario]] = {
         NetworkFaults,
         Duplicates,
         PoisonMix,
+        HostileClients,
     )
 }

@@ -357,3 +357,14 @@ def routing_problems(name: str, seen: Mapping[str, list[int]], proxy_ports: set[
                 f"{who} reaches {name} directly, not through the proxy (peer ports {direct})"
             )
     return problems
+
+
+def restart_violations(children: Iterable[Any]) -> list[str]:
+    """A sentence per supervised process that exited (and was restarted) during a run that
+    injects no fault allowed to stop one."""
+    return [
+        f"{child.name} exited during the run (exit codes {child.exits}) and was restarted "
+        f"{child.restarts} time(s): this scenario injects no fault that may stop it"
+        for child in children
+        if child.exits or child.restarts
+    ]

@@ -15,6 +15,7 @@ import pytest
 
 from orderflow.chaos.harness import ChaosReport, run_chaos
 from orderflow.chaos.poison import KINDS
+from orderflow.hostile import CORPUS
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 LOGS = Path("var/chaos-tests")
@@ -85,6 +86,17 @@ async def test_every_bad_message_ends_in_a_dead_letter_queue_and_no_good_one_is_
     report = await short_run("poison")
     assert report.bad_messages_injected >= len(KINDS) >= 10
     # observed by effect: each one's dead letter with its reason, or its refusal stored
+    assert report.faults["bad messages injected"] == report.bad_messages_injected
+    assert report.answered > 0
+    assert report.dead_letters == report.bad_messages_injected - report.answered
+
+
+async def test_hostile_clients_among_the_orders_are_each_answered_or_dead_lettered() -> None:
+    """Every kind of the hostile corpus, from a client's own account, among 150 good orders:
+    each ends as the corpus says, every good order ends, no service exits (short_run asserts
+    report.ok, which holds a restart as a violation in this scenario)."""
+    report = await short_run("hostile-clients")
+    assert report.bad_messages_injected >= len(CORPUS)
     assert report.faults["bad messages injected"] == report.bad_messages_injected
     assert report.answered > 0
     assert report.dead_letters == report.bad_messages_injected - report.answered

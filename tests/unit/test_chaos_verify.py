@@ -386,3 +386,14 @@ async def test_the_kill_storm_takes_turns_between_service_and_relay_only_process
     ctx = Turns(supervisor, random.Random(1), 0.0, connection=None)  # type: ignore[arg-type]
     await Recording().inject(ctx)
     assert victims == ["service", "relay"] * 3
+
+
+def test_a_service_that_exited_in_a_run_that_allows_no_restart_is_a_violation() -> None:
+    from orderflow.supervisor import Child
+
+    calm, crashed = Child("order_svc", 1), Child("payment_svc", 1)
+    crashed.exits.append(1)
+    crashed.restarts = 1
+    assert verify.restart_violations([calm]) == []
+    [sentence] = verify.restart_violations([calm, crashed])
+    assert sentence.startswith("payment_svc#1 exited during the run (exit codes [1])")
