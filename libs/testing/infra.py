@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -92,5 +93,7 @@ async def remove_service_users(env: dict[str, str]) -> None:
     """Delete the broker users :func:`service_env` named."""
     from libs.messaging.admin import delete_user
 
-    for service in ("order_svc", "payment_svc", "inventory_svc", "saga"):
-        await delete_user(env["ORDERFLOW_AMQP_USER_PREFIX"] + service)
+    prefix = env["ORDERFLOW_AMQP_USER_PREFIX"]
+    await asyncio.gather(
+        *(delete_user(prefix + s) for s in ("order_svc", "payment_svc", "inventory_svc", "saga"))
+    )

@@ -21,7 +21,7 @@ import pytest
 from libs.messaging import deadletters
 from orderflow.hostile import ANSWER, CONTENT_TYPE, CORPUS, PLACE, HostileCase, event, order
 from orderflow.hostile import stranger as hostile_stranger
-from tests.e2e.conftest import System, running_system
+from tests.e2e.conftest import System, cli, running_system
 
 pytestmark = pytest.mark.timeout(600)
 COPIES = 130  # more than the prefetch window of 128
@@ -147,3 +147,32 @@ async def test_a_refused_order_never_rejects_someone_elses_order() -> None:
             await system.scalar("order_svc", "SELECT status FROM orders WHERE id = $1", victim)
             == "CONFIRMED"
         )
+
+
+async def test_replay_never_launders_an_impostors_message_through_the_operator() -> None:
+    """ApproveOrder is the saga's to send. A stranger's one is dead-lettered as an impostor;
+    `orderflow dlq replay` (the operator, whom every consumer trusts) must refuse to send it
+    on, also when its AMQP type claims the public PlaceOrder."""
+    async with running_system() as system, stranger(system) as channel:
+        exchange = await channel.get_exchange("order.commands", ensure=False)
+        approve = "order.approve_order.v1"
+        body = json.dumps(
+            event(str(uuid.uuid4()), type=approve, data={"order_id": str(uuid.uuid4())})
+        )
+        for amqp_type in (approve, PLACE):
+            message = aio_pika.Message(body.encode(), content_type=CONTENT_TYPE, type=amqp_type)
+            await exchange.publish(message, routing_key=amqp_type)
+        letters: list[deadletters.DeadLetter] = []
+        for _ in range(60):
+            letters = await deadletters.list_dead_letters(system.client._connection, [DLQ])
+            if len(letters) == 2:
+                break
+            await asyncio.sleep(0.5)
+        assert [letter.error_class for letter in letters] == ["ImpostorMessage"] * 2
+        code, out = await cli(system.env, "dlq", "replay", "--all", "--queue", DLQ)
+        assert code == 1
+        assert "replayed 0 dead letter(s)" in out
+        assert "an impostor's message is never replayed" in out
+        assert "is not its event's type" in out
+        depth, _ = await deadletters.depth(system.client._connection, DLQ)
+        assert depth == 2  # both stay where they are
