@@ -41,7 +41,7 @@ bench: bootstrap services
 demo: bootstrap services  ## set up, start the services, place a mix of orders, show how each ended
 	$(UV) run --frozen orderflow demo
 
-CHAOS_SCENARIOS := kill-storm commit-boundaries broker-restart database-restart network-faults duplicates poison hostile-clients
+CHAOS_SCENARIOS := kill-storm replicas commit-boundaries broker-restart database-restart network-faults duplicates poison hostile-clients
 chaos: bootstrap services  ## the long chaos runs: 180 s and over 2,000 orders per scenario
 	@for s in $(CHAOS_SCENARIOS); do \
 	  $(UV) run --frozen orderflow chaos --scenario $$s --duration 180 --rate 12 --seed 1 || exit 1; \

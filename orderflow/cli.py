@@ -574,8 +574,8 @@ def chaos(
     scenario: str = typer.Option(
         ...,
         "--scenario",
-        help="kill-storm, commit-boundaries, broker-restart, "
-        "database-restart, network-faults, duplicates, poison",
+        help="the scenario, e.g. kill-storm or replicas (an unknown name lists them all; "
+        "docs/reliability.md says what each does)",
     ),
     duration: float = typer.Option(30.0, "--duration", min=1, help="seconds of faults and load"),
     rate: float = typer.Option(10.0, "--rate", min=0.5, max=500, help="orders per second"),

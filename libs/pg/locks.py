@@ -28,7 +28,10 @@ import uuid
 from dataclasses import dataclass
 
 from libs.errors import ConcurrencyConflict
+from libs.observability.logging import get_logger
 from libs.pg.pool import Conn
+
+log = get_logger(__name__)
 
 __all__ = ["KeyLock"]
 
@@ -74,4 +77,6 @@ class KeyLock:
                 f"{self.what}s' locks: not waiting (no lock-order deadlock); retried one message "
                 "at a time"
             )
+        # a rare event, and the evidence that two handlers of one key met: logged at INFO
+        log.info("lock.contended", lock=self.tag.decode(), what=self.what, key=value)
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", cls, key)

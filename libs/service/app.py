@@ -144,7 +144,14 @@ async def serve(
             await consumer.start()
             consumers.append(consumer)
         tasks += [asyncio.create_task(b(runtime), name="background") for b in definition.background]
-    log.info("service.started", relay=mode, queue=definition.queue, pid=os.getpid())
+    log.info(
+        "service.started",
+        relay=mode,
+        queue=definition.queue,
+        pid=os.getpid(),
+        batch=settings.consumer.batch,
+        workers=len(consumers),
+    )
     ready_file = os.environ.get("ORDERFLOW_READY_FILE")  # for container health checks
     if ready_file:
         _mark_ready(ready_file)

@@ -38,7 +38,7 @@ from libs.settings import Settings
 from libs.testing.infra import remove_service_users, service_env, temporary_vhost
 from orderflow.chaos import verify
 from orderflow.chaos.poison import ANSWERED, FORGED_LOG_LINE, Poison
-from orderflow.chaos.scenarios import SCENARIOS, Context, Scenario
+from orderflow.chaos.scenarios import SCENARIOS, SERVICES, Context, Scenario
 from orderflow.check import CheckReport, check
 from orderflow.client import OrderClient
 from orderflow.confine import settings_from
@@ -225,6 +225,7 @@ async def run_chaos(
             "ORDERFLOW_SAGA__STEP_DEADLINE": "5",
             "ORDERFLOW_SAGA__RETRIES": "2",
             "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2",
+            **scenario.settings,
         }
         # the run's settings, without touching this process's environment (a test suite
         # running several scenarios must not inherit one run's databases in the next test)
@@ -240,13 +241,14 @@ async def run_chaos(
         ctx: Context | None = None
         supervisor = Supervisor(
             env={**os.environ, **env},
+            replicas=dict.fromkeys(SERVICES, scenario.replicas),
             restart=True,
             output=output,
             color=False,
             extra_env=lambda child: scenario.child_env(ctx, child),
         )
         if scenario.relays:
-            _add_relays(supervisor)
+            _add_relays(supervisor, scenario.relays_per_service)
         ctx = Context(
             supervisor,
             rng,
@@ -289,15 +291,18 @@ RELAY_MODE = (
 )
 
 
-def _add_relays(supervisor: Supervisor) -> None:
-    """A relay-only process (RELAY_MODE=only) next to each service, whose own processes then
-    relay nothing (RELAY_MODE=off): each outbox is published by the standalone relay alone, so
-    killing it is a fault the system must survive, not the loss of an idle standby."""
+def _add_relays(supervisor: Supervisor, count: int = 1) -> None:
+    """``count`` relay-only processes (RELAY_MODE=only) next to each service, whose own
+    processes then relay nothing (RELAY_MODE=off): each outbox is published by the standalone
+    relays alone, so killing them is a fault the system must survive, not the loss of an idle
+    standby."""
     for child in supervisor.children:
         child.env[RELAY_MODE] = "off"
     services = dict.fromkeys(child.service for child in supervisor.children)
     supervisor.children += [
-        Child(service, 1, role="relay", env={RELAY_MODE: "only"}) for service in services
+        Child(service, n + 1, role="relay", env={RELAY_MODE: "only"})
+        for service in services
+        for n in range(count)
     ]
 
 

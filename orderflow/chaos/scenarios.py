@@ -19,9 +19,9 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from aio_pika.abc import AbstractRobustConnection
@@ -90,7 +90,11 @@ class Context:
 
 class Scenario:
     name = ""
-    relays = False  # also run a relay-only process per service (the services relay nothing)
+    relays = False  # also run relay-only processes per service (the services relay nothing)
+    relays_per_service = 1
+    replicas = 1  # processes of each service
+    # settings of the run (children and the harness's checks alike), over the harness's own
+    settings: ClassVar[Mapping[str, str]] = {}
     required: tuple[str, ...] = ()  # fault kinds that must each be observed at least once
     restarts_allowed = True  # False: a service that exits during the run is a violation
 
@@ -114,11 +118,17 @@ class KillStorm(Scenario):
 
     name = "kill-storm"
     relays = True
-    required = ("kills", "restarts", "kills of service processes", "kills of relay-only processes")
+    required: tuple[str, ...] = (
+        "kills",
+        "restarts",
+        "kills of service processes",
+        "kills of relay-only processes",
+    )
+    kill_every = (1.0, 4.0)  # seconds between kills, drawn uniformly
 
     async def inject(self, ctx: Context) -> None:
         turn = 0
-        while await ctx.pause(1, 4):
+        while await ctx.pause(*self.kill_every):
             ready = [c for c in ctx.supervisor.children if c.alive and c.ready.is_set()]
             relays = [c for c in ready if c.role == "relay"]
             services = [c for c in ready if not c.role]
@@ -157,6 +167,103 @@ class KillStorm(Scenario):
         new_pid = victim.process.pid if victim.process is not None else None
         problem = verify.restart_problem(old_pid, new_pid, ready=ready)
         ctx.faults.settle("restarts", problem and f"{victim.name}: {problem}", number)
+
+
+class Replicas(KillStorm):
+    """Three processes of every service (the saga included) and two standalone relays each,
+    under a kill storm over all of them. The replicas run the two consumer modes side by side
+    (#1 batch with three workers, #2 one message per transaction, #3 batch with two workers),
+    and the saga replicas' step deadlines are 0.3, 1 and 0.5 s with one re-send, so re-sent
+    commands and compensations race the first command of an order on another replica.
+
+    Observed, beyond the kill storm's kills and restarts: every queue consumed on as many broker
+    connections as there are replicas; starts of processes in each mode; in the saga log,
+    re-sends, compensations, and replies it ignored because it no longer awaited them (a
+    participant handled a command after the saga had re-sent it, compensated or ended: the
+    race; the saga's inbox absorbs copies before they get that far). The
+    participants' ``lock.contended`` records (two transactions of one order met) are counted
+    when there are some."""
+
+    name = "replicas"
+    replicas = 3
+    relays_per_service = 2
+    kill_every = (0.5, 2.0)
+    settings: ClassVar[Mapping[str, str]] = {
+        "ORDERFLOW_SAGA__STEP_DEADLINE": "1",
+        "ORDERFLOW_SAGA__RETRIES": "1",
+    }
+    BATCH, WORKERS, DEADLINE = (
+        "ORDERFLOW_CONSUMER__BATCH",
+        "ORDERFLOW_CONSUMER__WORKERS",
+        "ORDERFLOW_SAGA__STEP_DEADLINE",
+    )
+    MODES: ClassVar[Mapping[int, Mapping[str, str]]] = {
+        1: {BATCH: "true", WORKERS: "3", DEADLINE: "0.3"},
+        2: {BATCH: "false", DEADLINE: "1"},
+        3: {BATCH: "true", WORKERS: "2", DEADLINE: "0.5"},
+    }
+    required = (
+        *KillStorm.required,
+        "queues consumed by every replica",
+        "starts in batch mode",
+        "starts in one-message mode",
+        "commands re-sent by the saga",
+        "compensations started",
+        "replies after the saga had moved on",
+    )
+
+    def child_env(self, ctx: Context | None, child: Child) -> dict[str, str]:
+        return {} if child.role else dict(self.MODES[(child.replica - 1) % len(self.MODES) + 1])
+
+    async def heal(self, ctx: Context) -> None:
+        from libs.contracts.topology import QUEUES
+        from libs.pg.pool import connect
+
+        env = ctx.env
+        expected = {QUEUES[service].name: self.replicas for service in SERVICES}
+        await ctx.supervisor.wait_ready(timeout=90)  # every replica back before counting
+        deadline = time.monotonic() + 15  # a restarted replica's consumers may still be coming
+        while True:
+            consumers = await verify.queue_consumers(vhost_of(env["ORDERFLOW_AMQP_URL"]))
+            problems = verify.replica_problems(consumers, expected)
+            if not problems or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        for problem in problems:
+            ctx.faults.miss("queues consumed by every replica", problem)
+        if not problems:
+            ctx.faults.saw("queues consumed by every replica", len(expected))
+        log = ctx.log()
+        modes = verify.consumer_modes(log)
+        for mode in ("batch", "one-message"):
+            if modes[mode]:
+                ctx.faults.saw(f"starts in {mode} mode", modes[mode])
+            else:
+                ctx.faults.miss(f"starts in {mode} mode", f"no process said it runs {mode} mode")
+        conn = await connect(env["ORDERFLOW_SAGA_DSN"])
+        try:
+            events = dict(
+                await conn.fetch(
+                    """SELECT event, count(*) FROM saga_log
+                        WHERE event IN ('retry', 'compensating', 'ignored') GROUP BY event"""
+                )
+            )
+        finally:
+            await conn.close()
+        for event, kind in (
+            ("retry", "commands re-sent by the saga"),
+            ("compensating", "compensations started"),
+            ("ignored", "replies after the saga had moved on"),
+        ):
+            if events.get(event):
+                ctx.faults.saw(kind, events[event])
+            else:
+                ctx.faults.miss(kind, f"the saga log has no {event!r} entry")
+        # a figure, not a requirement: two transactions of one order overlapping is rare on a
+        # system that keeps up (tests/integration/test_participant_races.py forces it)
+        met = len(verify.log_records(log, "lock.contended"))
+        if met:
+            ctx.faults.saw("handlers that waited for another on the same order", met)
 
 
 class CommitBoundaries(Scenario):
@@ -533,6 +640,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
     s.name: s
     for s in (
         KillStorm,
+        Replicas,
         CommitBoundaries,
         BrokerRestart,
         DatabaseRestart,

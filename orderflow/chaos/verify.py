@@ -11,7 +11,10 @@ effect and records it as observed, or as missed with the reason:
 - crash at a fault point: the child wrote ``fault.fired point=<name>`` (libs.faults) and exited
   with the code a fault point exits with, as many times as it wrote the marker;
 - proxy faults: the proxy counted the connections it carried, reset, blackholed or delayed, and
-  the broker and the database see the services' connections coming from the proxy's sockets.
+  the broker and the database see the services' connections coming from the proxy's sockets;
+- replicas: the broker lists consumers of each service's queue on as many connections as the
+  service has replicas, the processes said at start which consumer mode they run, and the
+  participants logged ``lock.contended`` when two handlers of one order met (libs.pg.locks).
 
 A missed fault, or a scenario that observed none of the faults it exists for, is a violation.
 The checks are plain functions of what was seen, so that a unit test can show each one failing.
@@ -357,6 +360,84 @@ def routing_problems(name: str, seen: Mapping[str, list[int]], proxy_ports: set[
                 f"{who} reaches {name} directly, not through the proxy (peer ports {direct})"
             )
     return problems
+
+
+# -- replicas -------------------------------------------------------------------------------
+
+
+async def queue_consumers(vhost: str) -> dict[str, set[str]]:
+    """Per queue of the vhost, the broker connections (their Erlang pids) consuming from it."""
+    consumers = json.loads(
+        await cmd(
+            "rabbitmqctl",
+            "-q",
+            "list_consumers",
+            "-p",
+            vhost,
+            "queue_name",
+            "channel_pid",
+            "--formatter",
+            "json",
+        )
+        or "[]"
+    )
+    channels = json.loads(
+        await cmd(
+            "rabbitmqctl",
+            "-q",
+            "list_channels",
+            "pid",
+            "connection",
+            "vhost",
+            "--formatter",
+            "json",
+        )
+        or "[]"
+    )
+    connection_of = {c["pid"]: c["connection"] for c in channels if c.get("vhost") == vhost}
+    out: dict[str, set[str]] = {}
+    for row in consumers:
+        connection = connection_of.get(row["channel_pid"])
+        if connection is not None:
+            out.setdefault(row["queue_name"], set()).add(connection)
+    return out
+
+
+def replica_problems(consumers: Mapping[str, set[str]], expected: Mapping[str, int]) -> list[str]:
+    """Each queue of ``expected`` must be consumed on at least that many broker connections."""
+    problems = []
+    for queue, replicas in sorted(expected.items()):
+        seen = len(consumers.get(queue, ()))
+        if seen < replicas:
+            problems.append(
+                f"queue {queue} has consumers on {seen} connection(s), expected {replicas} replicas"
+            )
+    return problems
+
+
+_RECORD = re.compile(r"^(?P<child>\S+?)\s*\| (?P<json>\{.*\})$", re.MULTILINE)
+
+
+def log_records(log: str, event: str) -> list[tuple[str, dict[str, Any]]]:
+    """The supervisor-prefixed JSON log records of one event: (child, record) each."""
+    found = []
+    for match in _RECORD.finditer(log):
+        if f'"{event}"' not in match["json"]:
+            continue
+        with contextlib.suppress(ValueError):
+            record = json.loads(match["json"])
+            if isinstance(record, dict) and record.get("event") == event:
+                found.append((match["child"], record))
+    return found
+
+
+def consumer_modes(log: str) -> Counter[str]:
+    """How many starts of consuming processes said they run "batch" or "one-message" mode."""
+    modes: Counter[str] = Counter()
+    for _child, record in log_records(log, "service.started"):
+        if record.get("relay") != "only" and "batch" in record:
+            modes["batch" if record["batch"] else "one-message"] += 1
+    return modes
 
 
 def restart_violations(children: Iterable[Any]) -> list[str]:

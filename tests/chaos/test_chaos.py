@@ -45,6 +45,24 @@ async def test_kill_storm_loses_nothing() -> None:
     assert report.faults["kills of relay-only processes"] > 0
 
 
+async def test_three_replicas_of_every_service_racing_on_each_order_lose_nothing() -> None:
+    """Issue #12: three processes of each service (the saga too) and two standalone relays
+    each, batch and one-message modes side by side, short step deadlines, a kill storm over
+    them all. short_run asserts nothing lost, every order ended, and `orderflow check` (money
+    and stock conserved per customer and per order) clean."""
+    report = await short_run("replicas", duration=12, rate=15)
+    assert report.faults["queues consumed by every replica"] == 4
+    assert report.faults["starts in batch mode"] >= 8  # two batch replicas of each service
+    assert report.faults["starts in one-message mode"] >= 4
+    assert report.faults["kills of service processes"] > 0
+    assert report.faults["kills of relay-only processes"] > 0
+    # the races: re-sent commands, compensations, replies that arrived after the saga moved on
+    assert report.faults["commands re-sent by the saga"] > 0
+    assert report.faults["compensations started"] > 0
+    assert report.faults["replies after the saga had moved on"] > 0
+    assert report.confirmed > 0 and report.refunds > 0
+
+
 async def test_crashes_at_commit_boundaries_lose_nothing_and_duplicates_are_absorbed() -> None:
     report = await short_run("commit-boundaries")
     assert report.faults["crashes at fault points"] >= 1

@@ -397,3 +397,61 @@ def test_a_service_that_exited_in_a_run_that_allows_no_restart_is_a_violation() 
     assert verify.restart_violations([calm]) == []
     [sentence] = verify.restart_violations([calm, crashed])
     assert sentence.startswith("payment_svc#1 exited during the run (exit codes [1])")
+
+
+# -- replicas ---------------------------------------------------------------------------------
+
+
+def test_a_queue_consumed_on_fewer_connections_than_replicas_fails() -> None:
+    expected = {"payment_svc.commands": 3, "saga.events": 3}
+    three = {"<c1>", "<c2>", "<c3>"}
+    assert (
+        verify.replica_problems({"payment_svc.commands": three, "saga.events": three}, expected)
+        == []
+    )
+    problems = verify.replica_problems(
+        {"payment_svc.commands": {"<c1>", "<c2>"}, "saga.events": three}, expected
+    )
+    assert problems == [
+        "queue payment_svc.commands has consumers on 2 connection(s), expected 3 replicas"
+    ]
+    [missing] = verify.replica_problems({"payment_svc.commands": three}, expected)
+    assert missing.startswith("queue saga.events has consumers on 0 connection(s)")
+
+
+MODES_LOG = """\
+payment_svc#1   | {"event": "service.started", "relay": "off", "batch": true, "workers": 3}
+payment_svc#2   | {"event": "service.started", "relay": "off", "batch": false, "workers": 1}
+payment_svc-relay#1| {"event": "service.started", "relay": "only", "batch": true, "workers": 0}
+payment_svc#3   | {"event": "consumer.duplicate", "note": "service.started"}
+payment_svc#3   | service.started batch=true
+"""
+
+
+def test_consumer_modes_are_read_from_what_each_process_said_at_start() -> None:
+    assert verify.consumer_modes(MODES_LOG) == Counter({"batch": 1, "one-message": 1})
+    # a run whose processes all said batch has observed no one-message start
+    assert (
+        verify.consumer_modes(MODES_LOG.replace('"batch": false', '"batch": true'))["one-message"]
+        == 0
+    )
+    [(child, record)] = verify.log_records(MODES_LOG, "consumer.duplicate")
+    assert child == "payment_svc#3" and record["note"] == "service.started"
+
+
+def test_the_replicas_scenario_gives_each_replica_its_mode_and_relays_none() -> None:
+    replicas = scenarios.Replicas()
+    envs = {n: replicas.child_env(None, Child("payment_svc", n)) for n in (1, 2, 3, 4)}
+    assert envs[1]["ORDERFLOW_CONSUMER__BATCH"] == "true"
+    assert envs[2]["ORDERFLOW_CONSUMER__BATCH"] == "false"
+    assert envs[3]["ORDERFLOW_CONSUMER__WORKERS"] == "2"
+    assert envs[4] == envs[1]  # a fourth replica takes the first mode again
+    assert replicas.child_env(None, Child("payment_svc", 1, role="relay")) == {}
+    assert float(envs[1]["ORDERFLOW_SAGA__STEP_DEADLINE"]) < 1
+
+
+def test_relays_per_service_adds_that_many_relay_only_processes() -> None:
+    supervisor = SimpleNamespace(children=_children())
+    harness._add_relays(supervisor, 2)  # type: ignore[arg-type]
+    relays = [c.name for c in supervisor.children if c.role]
+    assert relays == [f"{service}-relay#{n}" for service in scenarios.SERVICES for n in (1, 2)]
