@@ -1,6 +1,9 @@
 # The README's two commands are `make demo` and `make test`; the rest are steps of those.
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
+# Python may cache compiled modules: every service process the tests start imports the same
+# code, and without the cache each start compiles it again (1.7 s instead of 0.5 s here).
+unexport PYTHONDONTWRITEBYTECODE
 UV := uv
 PYTEST := $(UV) run --frozen pytest
 
