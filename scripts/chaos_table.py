@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 HEADER = (
     "| scenario | placed | terminal (confirmed / rejected) | lost | charged twice | refunds "
@@ -15,7 +16,7 @@ HEADER = (
 )
 
 
-def row(report: dict) -> str:
+def row(report: dict[str, Any]) -> str:
     faults = []
     for kind, seen in sorted(report["faults"].items()):
         if ":" in kind:  # per-process detail (kills:payment_svc#2): in the JSON, not the table
@@ -34,10 +35,9 @@ def row(report: dict) -> str:
 
 
 def main(paths: list[str]) -> None:
-    print(HEADER)
-    print("|" + " --- |" * HEADER.count(" |"))
-    for path in paths:
-        print(row(json.loads(Path(path).read_text())))
+    lines = [HEADER, "|" + " --- |" * HEADER.count(" |")]
+    lines += [row(json.loads(Path(path).read_text())) for path in paths]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
