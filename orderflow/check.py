@@ -1,4 +1,4 @@
-"""`orderflow check`: verify every invariant of DESIGN.md against the four databases and the broker.
+"""`orderflow check`: verify every invariant (docs/operations.md, "Invariants") against the four databases and the broker.
 
 Meant for a quiet system; ``allow_pending`` tolerates what is in flight. The rules are in
 :mod:`orderflow.invariants` (orders and sagas, refused orders, stuck sagas, money, stock, order

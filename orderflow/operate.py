@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from libs.errors import OrderflowError
-from libs.outbox.relay import Wakeup
-from libs.outbox.store import OutboxWriter
+from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.pool import connect
 from libs.saga import store
 from libs.saga.engine import Input, OperatorCompensate, OperatorRetry, Transition
@@ -22,18 +21,16 @@ async def act(settings: Settings, order_id: str, action: Input) -> Transition:
     coord = coordinator(settings)
     conn = await connect(settings.dsn_for("saga"), application_name="orderflow-cli")
     try:
-        writer = OutboxWriter()
-        async with conn.transaction():
+        async with unit_of_work(conn) as uow:
             loaded = await store.load_for_update(conn, saga=coord.definition.name, saga_id=order_id)
             if loaded is None:
                 raise NoSuchSaga(
                     f"no saga for order {order_id}; list them with `orderflow saga list`"
                 )
-            t = await coord.transition(conn, writer, loaded.state, action, now=datetime.now(UTC))
-            written = await writer.flush(conn)
-        if written:
-            await Wakeup(None).after_commit(conn)
-        return t
+            # returned once the unit of work committed (and woke the relay)
+            return await coord.transition(
+                conn, uow.outbox, loaded.state, action, now=datetime.now(UTC)
+            )
     finally:
         await conn.close()
 

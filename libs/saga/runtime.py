@@ -36,6 +36,7 @@ from libs.observability.tracing import (
 )
 from libs.outbox.relay import Wakeup
 from libs.outbox.store import OutboxWriter
+from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.errors import translate
 from libs.pg.pool import Conn
 from libs.saga import store
@@ -247,8 +248,7 @@ class SagaCoordinator:
         fired = 0
         async with pool.acquire() as conn:
             while True:
-                writer = OutboxWriter()
-                async with conn.transaction():
+                async with unit_of_work(conn, wakeup) as uow:
                     now = utcnow()
                     due = await store.claim_due(
                         conn, saga=self.definition.name, now=now, limit=self._batch
@@ -267,13 +267,10 @@ class SagaCoordinator:
                             },
                         ):
                             await self.transition(
-                                conn, writer, loaded.state, DeadlinePassed(), now=now
+                                conn, uow.outbox, loaded.state, DeadlinePassed(), now=now
                             )
-                    written = await writer.flush(conn)
                 self.fired += len(due)
                 fired += len(due)
-                if written:
-                    await wakeup.after_commit(conn)
                 if len(due) < self._batch:
                     break
             self._next, self._overdue = await store.next_deadline(conn, saga=self.definition.name)

@@ -42,11 +42,8 @@ log = get_logger(__name__)
 class Runtime:
     """What background tasks get: the process's shared resources."""
 
-    settings: Settings
     pool: Any
     wakeup: Wakeup
-    relay: OutboxRelay | None
-    stopping: asyncio.Event
 
 
 Background = Callable[[Runtime], Coroutine[Any, Any, None]]
@@ -109,7 +106,7 @@ async def serve(
         )
         tasks.append(asyncio.create_task(relay.run(), name="relay"))
     wakeup = Wakeup(relay)
-    runtime = Runtime(settings, pool, wakeup, relay, stopping)
+    runtime = Runtime(pool, wakeup)
     consumers: list[QueueConsumer] = []
     runner: MessageRunner | None = None
     if mode != "only":

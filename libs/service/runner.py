@@ -56,6 +56,7 @@ from libs.observability.logging import get_logger
 from libs.observability.tracing import context_from_headers, tracer
 from libs.outbox.relay import Wakeup
 from libs.outbox.store import OutboxWriter
+from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.errors import translate
 from libs.pg.pool import Conn
 from libs.settings import ConsumerSettings
@@ -336,11 +337,8 @@ class MessageRunner:
         self, envelope: Envelope, message: Message | None, handler: Handler
     ) -> None:
         async with self._pool.acquire() as conn:
-            ctx = HandlerContext(
-                conn=conn, envelope=envelope, registry=self._registry, source=self._source
-            )
             with _db_span(handler, batched=False):
-                async with conn.transaction():
+                async with unit_of_work(conn, self._wakeup) as uow:
                     fresh = await inbox.claim(
                         conn,
                         consumer=self.consumer,
@@ -351,13 +349,17 @@ class MessageRunner:
                         self.stats.duplicates += 1
                         log.info("consumer.duplicate")
                         return
+                    ctx = HandlerContext(
+                        conn=conn,
+                        envelope=envelope,
+                        registry=self._registry,
+                        source=self._source,
+                        outbox=uow.outbox,
+                    )
                     await handler(message, ctx)
                     ctx.write_collected()
-                    written = await ctx.outbox.flush(conn)
             self.stats.processed += 1
-            log.debug("consumer.handled", outbox_rows=written)
-            if written:
-                await self._wakeup.after_commit(conn)
+            log.debug("consumer.handled", outbox_rows=uow.written)
 
     # -- batches ---------------------------------------------------------------------------
     async def process_batch(self, deliveries: Sequence[Delivery]) -> None:
@@ -429,8 +431,8 @@ class MessageRunner:
             return
         keys = [_canonical(envelope.id) for _, envelope, _, _ in items]
         async with self._pool.acquire() as conn:
-            writer = OutboxWriter()
-            async with conn.transaction():
+            async with unit_of_work(conn, self._wakeup) as uow:
+                writer = uow.outbox
                 fresh = await inbox.claim_many(
                     conn,
                     consumer=self.consumer,
@@ -465,10 +467,7 @@ class MessageRunner:
                         await inbox.forget(conn, consumer=self.consumer, message_id=key)
                         done.discard(key)
                         refused.append((delivery, exc))
-                written = await writer.flush(conn)
             self.stats.processed += len(done)
-            if written:
-                await self._wakeup.after_commit(conn)
 
     async def _handle_in_batch(
         self,

@@ -94,7 +94,6 @@ class Order(AggregateRoot):
     status: OrderStatus = OrderStatus.PENDING
     reason: str | None = None
     refused: bool = False
-    version: int = 0
     aggregate_type = "order"
 
     @property

@@ -27,6 +27,7 @@ from libs.messaging.publisher import Outgoing, Publisher
 from libs.messaging.topology import Binding, QueueSpec, Topology, declare
 from libs.outbox.relay import OutboxRelay, Wakeup
 from libs.outbox.store import NOTIFY_CHANNEL, OutboxWriter
+from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.pool import Conn, connect, create_pool
 from libs.settings import RelaySettings
 from libs.testing.infra import temporary_database, temporary_vhost
@@ -149,11 +150,9 @@ async def relay_drain_rate(env: Env, *, count: int, batch_size: int) -> float:
     conn = await connect(env.dsn)
     await conn.execute("TRUNCATE outbox")
     for start in range(0, count, 1000):
-        writer = OutboxWriter()
-        for n in range(start, min(count, start + 1000)):
-            _write(writer, n)
-        async with conn.transaction():
-            await writer.flush(conn)
+        async with unit_of_work(conn, wake=False) as uow:  # drained by a relay started later
+            for n in range(start, min(count, start + 1000)):
+                _write(uow.outbox, n)
     relay = OutboxRelay(
         name="drain",
         dsn=env.dsn,
@@ -189,13 +188,9 @@ async def relay_latency(env: Env, *, mode: str, count: int, rate: float) -> dict
         interval = 1 / rate
         next_at = time.perf_counter()
         for n in range(count):
-            writer = OutboxWriter()
-            message_id = _write(writer, n)
-            async with conn.transaction():
-                await writer.flush(conn)
+            async with unit_of_work(conn, wakeup, wake=mode != "poll-50ms") as uow:
+                message_id = _write(uow.outbox, n)
             committed[message_id] = time.time()
-            if mode != "poll-50ms":
-                await wakeup.after_commit(conn)
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
         while await pending(conn):
@@ -270,12 +265,9 @@ async def commit_rate(env: Env, *, mode: str, writers: int, seconds: float) -> f
         nonlocal done
         async with pool.acquire() as conn:
             while time.perf_counter() < stop_at:
-                writer = OutboxWriter()
-                _write(writer, done)
-                async with conn.transaction():
-                    await writer.flush(conn)
-                if mode in ("after-commit", "in-process"):
-                    await wakeup.after_commit(conn)
+                wake = mode in ("after-commit", "in-process")
+                async with unit_of_work(conn, wakeup, wake=wake) as uow:
+                    _write(uow.outbox, done)
                 done += 1
 
     async with running(relay):

@@ -19,7 +19,7 @@ from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
 from libs.messaging.publisher import Publisher
 from libs.messaging.topology import Binding, QueueSpec, Topology, declare
 from libs.outbox.relay import OutboxRelay, Wakeup
-from libs.outbox.store import OutboxWriter
+from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.pool import Conn, connect, create_pool
 from libs.service.runner import HandlerContext, MessageRunner
 from libs.settings import ConsumerSettings, RelaySettings
@@ -62,18 +62,12 @@ async def note_handler(message: Note, ctx: HandlerContext) -> None:
 
 async def write_events(conn: Conn, events: list[Noted], *, notify: bool = True) -> list[str]:
     """Commit outbox rows the way a handler would; returns their message ids."""
-    writer = OutboxWriter()
     ids = []
-    async with conn.transaction():
+    async with unit_of_work(conn, wake=notify) as uow:
         for event in events:
             envelope = REGISTRY.envelope(event, source="/test", subject=event.key)
-            writer.add(
-                envelope, exchange="test.events", aggregate_type="note", aggregate_id=event.key
-            )
+            uow.add(envelope, exchange="test.events", aggregate_type="note", aggregate_id=event.key)
             ids.append(envelope.id)
-        await writer.flush(conn)
-    if notify:
-        await Wakeup(None).after_commit(conn)
     return ids
 
 

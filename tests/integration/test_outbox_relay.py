@@ -208,15 +208,13 @@ async def test_a_row_that_cannot_be_routed_is_retried_then_dead_and_can_be_repla
     )
     async with stack(amqp_url, pg_dsn) as s, running_relay(s, pg_dsn, settings=settings):
         conn = await connect(pg_dsn)
-        async with conn.transaction():
-            from libs.outbox.store import OutboxWriter
+        from libs.outbox.unit_of_work import unit_of_work
 
-            from .support import REGISTRY
+        from .support import REGISTRY
 
-            writer = OutboxWriter()
+        async with unit_of_work(conn) as uow:
             envelope = REGISTRY.envelope(Noted(key="lost", seq=1), source="/test")
-            writer.add(envelope, exchange="test.nowhere", aggregate_type="note", aggregate_id="l")
-            await writer.flush(conn)
+            uow.add(envelope, exchange="test.nowhere", aggregate_type="note", aggregate_id="l")
         await wait_until(
             lambda: conn.fetchval("SELECT dead_at IS NOT NULL FROM outbox"), timeout=10
         )

@@ -1,0 +1,66 @@
+"""The unit of work: one transaction's state change and the messages it sends, committed together.
+
+Every writer of the system goes through it — message handlers (one message or a batch), the
+saga and its deadline timer, operator actions, benchmarks and tests::
+
+    async with unit_of_work(conn, wakeup) as uow:
+        ...                                   # reads and writes on uow.conn
+        uow.add(envelope, exchange="order.events", aggregate_type="order", aggregate_id=oid)
+    # committed: the messages are outbox rows of the same transaction, and the relay was woken
+
+An exception inside rolls the transaction back and sends nothing. The outbox rows are written in
+one statement just before the commit; after it, ``wakeup`` tells the relay (in-process when this
+process holds the relay's lead, else a payload-free NOTIFY outside the transaction, which takes
+no commit-time lock). ``wake=False`` leaves the rows to the relay's sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from libs.messages.envelope import Envelope
+from libs.outbox.relay import Wakeup
+from libs.outbox.store import OutboxWriter
+from libs.pg.pool import Conn
+
+__all__ = ["UnitOfWork", "unit_of_work"]
+
+
+@dataclass
+class UnitOfWork:
+    conn: Conn
+    outbox: OutboxWriter = field(default_factory=OutboxWriter)
+    written: int = 0  # outbox rows committed, once the unit of work ended
+
+    def add(
+        self,
+        envelope: Envelope,
+        *,
+        exchange: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        routing_key: str | None = None,
+    ) -> None:
+        """Send ``envelope`` when (and only if) the transaction commits."""
+        self.outbox.add(
+            envelope,
+            exchange=exchange,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            routing_key=routing_key,
+        )
+
+
+@asynccontextmanager
+async def unit_of_work(
+    conn: Conn, wakeup: Wakeup | None = None, *, wake: bool = True
+) -> AsyncIterator[UnitOfWork]:
+    """A transaction on ``conn`` whose messages commit with it (see the module docstring)."""
+    uow = UnitOfWork(conn)
+    async with conn.transaction():
+        yield uow
+        uow.written = await uow.outbox.flush(conn)
+    if uow.written and wake:
+        await (wakeup or Wakeup(None)).after_commit(conn)
