@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from libs.contracts import TOPOLOGY
 from libs.contracts.permissions import broker_permissions
-from libs.messaging.admin import ensure_user, ensure_vhost, vhost_of
+from libs.messaging.admin import Grant, ensure_access, vhost_of
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.topology import declare
 from libs.pg import roles
@@ -76,8 +75,21 @@ def _admin_dsn_for(settings: Settings, database: str) -> str:
 
 async def _broker(settings: Settings, *, reset: bool) -> None:
     vhost = vhost_of(settings.amqp_url)
-    if vhost != "/":
-        await ensure_vhost(vhost)
+    grants = []
+    if settings.amqp_service_users:
+        for service in SERVICES:
+            user = settings.broker_user(service)
+            # one password per user, never one for all: ORDERFLOW_AMQP_PASSWORD is a process's own
+            password = ensure_secret_file(settings.secrets_dir_of(service), f"amqp_{user}")
+            perms = broker_permissions(service)
+            grants.append(Grant(user, password, perms.configure, perms.write, perms.read))
+    if vhost != "/" or grants:  # the vhost, the operator's rights on it, the service users
+        await ensure_access(
+            vhost,
+            grants,
+            operator="guest" if vhost != "/" else None,
+            create_vhost=vhost != "/",
+        )
     connection = await amqp_connect(
         settings.amqp_url, name="orderflow-setup", ssl_context=settings.amqp_ssl_context()
     )
@@ -91,24 +103,6 @@ async def _broker(settings: Settings, *, reset: bool) -> None:
         await channel.close()
     finally:
         await connection.close()
-    if settings.amqp_service_users:
-        users = []
-        for service in SERVICES:
-            user = settings.broker_user(service)
-            # one password per user, never one for all: ORDERFLOW_AMQP_PASSWORD is a process's own
-            password = ensure_secret_file(settings.secrets_dir_of(service), f"amqp_{user}")
-            perms = broker_permissions(service)
-            users.append(
-                ensure_user(
-                    user,
-                    password,
-                    vhost=vhost,
-                    configure=perms.configure,
-                    write=perms.write,
-                    read=perms.read,
-                )
-            )
-        await asyncio.gather(*users)  # each is a few rabbitmqctl runs of half a second
 
 
 _TABLES = {

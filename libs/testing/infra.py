@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from libs.inbox import store as inbox_store
-from libs.messaging.admin import delete_vhost, ensure_vhost, with_vhost
+from libs.messaging.admin import ensure_vhost, remove_access, with_vhost
 from libs.outbox import store as outbox_store
 from libs.pg.admin import drop_database, ensure_database
 from libs.pg.migrations import Migration, apply
@@ -62,7 +61,7 @@ async def temporary_vhost(
     try:
         yield with_vhost(base_url, vhost)
     finally:
-        await delete_vhost(vhost)
+        await remove_access([], vhost)
 
 
 @asynccontextmanager
@@ -91,9 +90,5 @@ async def temporary_database(
 
 async def remove_service_users(env: dict[str, str]) -> None:
     """Delete the broker users :func:`service_env` named."""
-    from libs.messaging.admin import delete_user
-
     prefix = env["ORDERFLOW_AMQP_USER_PREFIX"]
-    await asyncio.gather(
-        *(delete_user(prefix + s) for s in ("order_svc", "payment_svc", "inventory_svc", "saga"))
-    )
+    await remove_access([prefix + s for s in ("order_svc", "payment_svc", "inventory_svc", "saga")])
