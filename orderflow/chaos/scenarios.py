@@ -173,7 +173,7 @@ class Replicas(KillStorm):
     """Three processes of every service (the saga included) and two standalone relays each,
     under a kill storm over all of them. The replicas run the two consumer modes side by side
     (#1 batch with three workers, #2 one message per transaction, #3 batch with two workers),
-    and the saga replicas' step deadlines are 0.3, 1 and 0.5 s with one re-send, so re-sent
+    and the saga replicas' step deadlines are 0.02, 1 and 0.1 s with one re-send, so re-sent
     commands and compensations race the first command of an order on another replica.
 
     Observed, beyond the kill storm's kills and restarts: every queue consumed on as many broker
@@ -198,9 +198,9 @@ class Replicas(KillStorm):
         "ORDERFLOW_SAGA__STEP_DEADLINE",
     )
     MODES: ClassVar[Mapping[int, Mapping[str, str]]] = {
-        1: {BATCH: "true", WORKERS: "3", DEADLINE: "0.3"},
+        1: {BATCH: "true", WORKERS: "3", DEADLINE: "0.02"},
         2: {BATCH: "false", DEADLINE: "1"},
-        3: {BATCH: "true", WORKERS: "2", DEADLINE: "0.5"},
+        3: {BATCH: "true", WORKERS: "2", DEADLINE: "0.1"},
     }
     required = (
         *KillStorm.required,
