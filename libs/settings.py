@@ -18,9 +18,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from libs.errors import ConfigurationError
 from libs.secrets import read_secret, user_of, with_credentials
 
-SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
-
-
 RelayMode = Literal["in-process", "off", "only"]
 
 
@@ -201,13 +198,9 @@ class Settings(BaseSettings):
         return context
 
     def _raw_dsn(self, service: str) -> str:
-        dsns = {
-            "order_svc": self.order_dsn,
-            "payment_svc": self.payment_dsn,
-            "inventory_svc": self.inventory_dsn,
-            "saga": self.saga_dsn,
-        }
-        try:
-            return dsns[service]
-        except KeyError:
-            raise ValueError(f"unknown service {service!r}; expected one of {SERVICES}") from None
+        """The ``<database>_dsn`` field of a service (``order_svc`` -> ``order_dsn``: the
+        convention of :class:`libs.system.ServiceSpec`)."""
+        dsn = getattr(self, f"{service.removesuffix('_svc')}_dsn", None)
+        if not isinstance(dsn, str):
+            raise ValueError(f"unknown service {service!r}: no setting names its database")
+        return dsn

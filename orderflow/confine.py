@@ -25,11 +25,9 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from libs.secrets import read_secret, user_of, with_credentials, without_password
 from libs.settings import Settings
-from orderflow.system import SERVICES
+from orderflow.system import SYSTEM
 
-_DSN_KEYS = {
-    service: f"ORDERFLOW_{service.removesuffix('_svc').upper()}_DSN" for service in SERVICES
-}
+_DSN_KEYS = SYSTEM.dsn_envs
 # What a service reads besides its URL, DSN and secrets directory (set below): nothing that can
 # hold a credential. Everything else of orderflow's is left out.
 _SERVICE_SETTINGS = (

@@ -16,7 +16,7 @@ from libs.pg.pool import connect
 from libs.secrets import ensure_secret_file, user_of
 from libs.settings import Settings
 from orderflow import catalog, demo_data
-from orderflow.system import SERVICES, migrations
+from orderflow.system import SERVICES, SYSTEM, migrations
 
 
 @dataclass
@@ -105,16 +105,9 @@ async def _broker(settings: Settings, *, reset: bool) -> None:
         await connection.close()
 
 
-_TABLES = {
-    "order_svc": "order_lines, orders, catalog",
-    "payment_svc": "ledger, payments, customers",
-    "inventory_svc": "reservation_lines, reservations, stock",
-    "saga": "saga_log, saga_instance",
-}
-
-
 async def _reset(conn, service: str) -> None:  # type: ignore[no-untyped-def]
-    await conn.execute(f"TRUNCATE outbox, inbox, {_TABLES[service]}")
+    tables = ", ".join(("outbox", "inbox", *SYSTEM.service(service).tables))
+    await conn.execute(f"TRUNCATE {tables}")
 
 
 async def seed_demo(settings: Settings) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from orderflow.confine import service_environment
+from orderflow.system import SYSTEM
 
 # Resolved once, at import: between fork and exec the child must not import anything.
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -35,7 +36,7 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-COLORS = {"order_svc": "36", "payment_svc": "32", "inventory_svc": "33", "saga": "35"}
+COLORS = {s.name: s.color for s in SYSTEM.services}
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Supervisor:
         *,
         env: Mapping[str, str] | None = None,
         replicas: Mapping[str, int] | None = None,
-        services: tuple[str, ...] = ("order_svc", "payment_svc", "inventory_svc", "saga"),
+        services: tuple[str, ...] = SYSTEM.names,
         restart: bool = True,
         output: IO[str] | None = None,
         color: bool | None = None,

@@ -17,19 +17,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from libs.contracts.system import SYSTEM
 from libs.contracts.topology import QUEUES
 from libs.messaging.topology import DEAD_LETTER_EXCHANGE
 
-PUBLISHES = {
-    "order_svc": ("order.events",),
-    "payment_svc": ("payment.events",),
-    "inventory_svc": ("inventory.events",),
-    "saga": ("order.commands", "payment.commands", "inventory.commands"),
-}
-
-
-# The public front door: any AMQP client may place an order.
-PUBLIC_TYPES = frozenset({"order.place_order.v1"})
+PUBLISHES = SYSTEM.publishes
+PUBLIC_TYPES = SYSTEM.public_types  # the public front door: any AMQP client may place an order
 
 
 def owners(exchange: str) -> tuple[str, ...]:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from libs.inbox import store as inbox_store
 from libs.messaging.admin import ensure_vhost, remove_access, with_vhost
 from libs.outbox import store as outbox_store
-from libs.pg.admin import drop_database, ensure_database
+from libs.pg.admin import database_of, drop_database, ensure_database
 from libs.pg.migrations import Migration, apply
 from libs.pg.pool import connect
 from libs.secrets import with_credentials
+from libs.system import SystemSpec
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -28,7 +31,9 @@ def dsn_for(admin_dsn: str, database: str, *, user: str | None = None) -> str:
     return with_credentials(dsn, user=user) if user else dsn
 
 
-def service_env(admin_dsn: str, amqp_url: str, *, prefix: str, secrets_dir: str) -> dict[str, str]:
+def service_env(
+    admin_dsn: str, amqp_url: str, *, prefix: str, secrets_dir: str, system: SystemSpec
+) -> dict[str, str]:
     """ORDERFLOW_* variables for a whole system in fresh databases (names start with ``prefix``):
     services connect as their own least-privilege roles, with secrets in ``secrets_dir``, and as
     broker users of their own (``<prefix>_<random>_<service>``), so that a running
@@ -39,14 +44,9 @@ def service_env(admin_dsn: str, amqp_url: str, *, prefix: str, secrets_dir: str)
         "ORDERFLOW_SECRETS_DIR": secrets_dir,
         "ORDERFLOW_AMQP_USER_PREFIX": unique_name(prefix) + "_",
     }
-    for service, key in (
-        ("order_svc", "ORDERFLOW_ORDER_DSN"),
-        ("payment_svc", "ORDERFLOW_PAYMENT_DSN"),
-        ("inventory_svc", "ORDERFLOW_INVENTORY_DSN"),
-        ("saga", "ORDERFLOW_SAGA_DSN"),
-    ):
-        env[key] = dsn_for(
-            admin_dsn, unique_name(f"{prefix}_{service.split('_')[0]}"), user=f"orderflow_{service}"
+    for spec in system.services:
+        env[spec.dsn_env] = dsn_for(
+            admin_dsn, unique_name(f"{prefix}_{spec.database_key}"), user=f"orderflow_{spec.name}"
         )
     return env
 
@@ -88,7 +88,28 @@ async def temporary_database(
         await drop_database(admin_dsn, name)
 
 
-async def remove_service_users(env: dict[str, str]) -> None:
+async def remove_service_users(env: dict[str, str], system: SystemSpec) -> None:
     """Delete the broker users :func:`service_env` named."""
     prefix = env["ORDERFLOW_AMQP_USER_PREFIX"]
-    await remove_access([prefix + s for s in ("order_svc", "payment_svc", "inventory_svc", "saga")])
+    await remove_access([prefix + name for name in system.names])
+
+
+@asynccontextmanager
+async def isolated_system(
+    system: SystemSpec, *, admin_dsn: str, amqp_base: str, prefix: str
+) -> AsyncIterator[dict[str, str]]:
+    """ORDERFLOW_* variables naming a vhost, a database per service (all empty), broker users
+    and a secrets directory of their own (names start with ``prefix``); everything removed
+    afterwards, the databases side by side."""
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(temporary_vhost(amqp_base, prefix=prefix))
+        secrets = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{prefix}-secrets-"))
+        env = service_env(admin_dsn, url, prefix=prefix, secrets_dir=secrets, system=system)
+        stack.push_async_callback(remove_service_users, env, system)
+        databases = [database_of(env[spec.dsn_env]) for spec in system.services]
+        stack.push_async_callback(_drop_databases, admin_dsn, databases)
+        yield env
+
+
+async def _drop_databases(admin_dsn: str, databases: list[str]) -> None:
+    await asyncio.gather(*(drop_database(admin_dsn, name) for name in databases))

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import random
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -33,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from libs.messaging.connection import connect as amqp_connect
-from libs.pg.admin import database_of, drop_database
 from libs.settings import Settings
-from libs.testing.infra import remove_service_users, service_env, temporary_vhost
+from libs.testing.infra import isolated_system
 from orderflow.chaos import verify
 from orderflow.chaos.poison import ANSWERED, FORGED_LOG_LINE, Poison
 from orderflow.chaos.scenarios import SCENARIOS, SERVICES, Context, Scenario
@@ -46,6 +44,7 @@ from orderflow.dlq import Letter, list_letters
 from orderflow.load import plan
 from orderflow.setup import setup
 from orderflow.supervisor import Child, Supervisor
+from orderflow.system import SYSTEM
 
 QUIESCE_LIMIT = 30.0
 MIX = {"ok": 80, "declined": 10, "out-of-stock": 10}
@@ -86,23 +85,16 @@ class ChaosReport:
 
 @asynccontextmanager
 async def isolated(base: Settings) -> AsyncIterator[dict[str, str]]:
-    """A vhost, four databases and a secrets directory of this run's own, removed afterwards."""
-    async with AsyncExitStack() as stack:
-        from libs.messaging.admin import with_vhost
+    """A vhost, a database per service and a secrets directory of this run's own, removed
+    afterwards."""
+    from libs.messaging.admin import with_vhost
 
-        url = await stack.enter_async_context(
-            temporary_vhost(with_vhost(base.amqp_url, "/"), prefix="ofchaos")
-        )
-        secrets = stack.enter_context(tempfile.TemporaryDirectory(prefix="ofchaos-secrets-"))
-        env = service_env(base.pg_admin_dsn, url, prefix="ofchaos", secrets_dir=secrets)
-        stack.push_async_callback(remove_service_users, env)
-        for key in (
-            "ORDERFLOW_ORDER_DSN",
-            "ORDERFLOW_PAYMENT_DSN",
-            "ORDERFLOW_INVENTORY_DSN",
-            "ORDERFLOW_SAGA_DSN",
-        ):
-            stack.push_async_callback(drop_database, base.pg_admin_dsn, database_of(env[key]))
+    async with isolated_system(
+        SYSTEM,
+        admin_dsn=base.pg_admin_dsn,
+        amqp_base=with_vhost(base.amqp_url, "/"),
+        prefix="ofchaos",
+    ) as env:
         yield env
 
 

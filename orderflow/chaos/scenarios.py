@@ -37,14 +37,10 @@ from orderflow.chaos.duplicator import Duplicator
 from orderflow.chaos.proxy import TcpProxy
 from orderflow.chaos.verify import CommandFailed, FaultLedger, cmd
 from orderflow.supervisor import Child, Supervisor
+from orderflow.system import SYSTEM
 
-SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
-DSN_KEYS = {
-    "order_svc": "ORDERFLOW_ORDER_DSN",
-    "payment_svc": "ORDERFLOW_PAYMENT_DSN",
-    "inventory_svc": "ORDERFLOW_INVENTORY_DSN",
-    "saga": "ORDERFLOW_SAGA_DSN",
-}
+SERVICES = SYSTEM.names
+DSN_KEYS = SYSTEM.dsn_envs
 READY_LIMIT = 60.0  # seconds a restarted process has to say it is ready
 
 
@@ -216,11 +212,10 @@ class Replicas(KillStorm):
         return {} if child.role else dict(self.MODES[(child.replica - 1) % len(self.MODES) + 1])
 
     async def heal(self, ctx: Context) -> None:
-        from libs.contracts.topology import QUEUES
         from libs.pg.pool import connect
 
         env = ctx.env
-        expected = {QUEUES[service].name: self.replicas for service in SERVICES}
+        expected = {queue.name: self.replicas for queue in SYSTEM.queues.values()}
         await ctx.supervisor.wait_ready(timeout=90)  # every replica back before counting
         deadline = time.monotonic() + 15  # a restarted replica's consumers may still be coming
         while True:
@@ -240,7 +235,7 @@ class Replicas(KillStorm):
                 ctx.faults.saw(f"starts in {mode} mode", modes[mode])
             else:
                 ctx.faults.miss(f"starts in {mode} mode", f"no process said it runs {mode} mode")
-        conn = await connect(env["ORDERFLOW_SAGA_DSN"])
+        conn = await connect(env[DSN_KEYS["saga"]])
         try:
             events = dict(
                 await conn.fetch(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,13 +15,14 @@ from typing import Any
 
 import pytest
 
-from libs.pg.admin import database_of, drop_database
+from libs.pg.admin import database_of
 from libs.settings import Settings
-from libs.testing.infra import remove_service_users, service_env, temporary_vhost
+from libs.testing.infra import isolated_system
 from orderflow.check import CheckReport, check
 from orderflow.client import OrderClient
 from orderflow.setup import setup
 from orderflow.supervisor import Supervisor
+from orderflow.system import SYSTEM
 from tests.conftest import ADMIN_DSN, AMQP_BASE
 
 ROOT = Path(__file__).parents[2]
@@ -89,21 +89,12 @@ async def isolated_env(
 ) -> AsyncIterator[dict[str, str]]:
     """Environment variables naming a vhost and four databases of this test's own (all empty),
     service roles and users as in production, and a secrets directory of its own."""
-    async with AsyncExitStack() as stack:
-        amqp_url = await stack.enter_async_context(temporary_vhost(AMQP_BASE, prefix="ofe2e"))
-        secrets = stack.enter_context(tempfile.TemporaryDirectory(prefix="ofe2e-secrets-"))
-        env = service_env(ADMIN_DSN, amqp_url, prefix="ofe2e", secrets_dir=secrets)
-        stack.push_async_callback(remove_service_users, env)
+    async with isolated_system(
+        SYSTEM, admin_dsn=ADMIN_DSN, amqp_base=AMQP_BASE, prefix="ofe2e"
+    ) as env:
         for name, value in (secret_values or {}).items():  # planted before setup reads them
             name = name.replace("{users}", env["ORDERFLOW_AMQP_USER_PREFIX"])
-            (Path(secrets) / name).write_text(value)
-        for key in (
-            "ORDERFLOW_ORDER_DSN",
-            "ORDERFLOW_PAYMENT_DSN",
-            "ORDERFLOW_INVENTORY_DSN",
-            "ORDERFLOW_SAGA_DSN",
-        ):
-            stack.push_async_callback(drop_database, ADMIN_DSN, database_of(env[key]))
+            (Path(env["ORDERFLOW_SECRETS_DIR"]) / name).write_text(value)
         yield {**env, "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2", **FAST_SAGA, **(extra_env or {})}
 
 

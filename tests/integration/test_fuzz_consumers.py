@@ -27,7 +27,7 @@ from libs.service.runner import MessageRunner
 from libs.settings import ConsumerSettings
 from libs.testing.fakes import FakeDelivery, RecordingDeadLetters
 from libs.testing.infra import temporary_database
-from orderflow.system import _OWN
+from orderflow.system import SYSTEM, own_migrations
 
 pytestmark = pytest.mark.integration
 ORDER = "5d3c6a55-2b7e-4a8f-9a43-2f0e4b1c9d10"
@@ -117,11 +117,11 @@ def event(type_name: str, data: Any, **overrides: Any) -> bytes:
     return json.dumps(doc, allow_nan=True).encode()
 
 
-@pytest.fixture(scope="module", params=["order_svc", "payment_svc", "inventory_svc", "saga"])
+@pytest.fixture(scope="module", params=list(SYSTEM.names))
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     service = request.param
     loop = asyncio.new_event_loop()
-    db = temporary_database(prefix="offuzz", migrations=_OWN[service]())
+    db = temporary_database(prefix="offuzz", migrations=own_migrations(service))
     dsn = loop.run_until_complete(db.__aenter__())
     try:
 

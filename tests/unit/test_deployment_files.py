@@ -8,9 +8,11 @@ from pathlib import Path
 
 import yaml
 
+from orderflow.system import SYSTEM
+
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
-SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
+SERVICES = SYSTEM.names
 
 
 def test_compose_runs_the_infrastructure_and_the_four_services() -> None:

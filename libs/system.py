@@ -1,0 +1,76 @@
+"""A system described once: its services, what each consumes and publishes, where its data is.
+
+The application writes one :class:`SystemSpec` (orderflow's is ``libs/contracts/system.py``);
+the broker topology, each service's broker permissions and accepted senders, the operator tools'
+list of services, the supervisor, database setup, the test infrastructure and the chaos harness
+are all derived from it. Adding a service is adding its package and one :class:`ServiceSpec`.
+
+Conventions that keep an entry short: a service's package is its name (``python -m NAME``,
+``NAME.bootstrap.migrations()``), its broker user is ``<prefix>NAME``, and its database DSN is
+the setting ``ORDERFLOW_<DATABASE>_DSN``, where ``database`` defaults to the name without
+``_svc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from libs.messaging.topology import QueueSpec, Topology
+
+__all__ = ["ServiceSpec", "SystemSpec"]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    queue: QueueSpec
+    publishes: tuple[str, ...]
+    """The exchanges it publishes to (it is their owner: others' messages there are refused)."""
+    tables: tuple[str, ...]
+    """Its own tables, children first: what ``setup --reset`` empties besides outbox and inbox."""
+    database: str = ""
+    color: str = "37"  # its log prefix's ANSI colour under the supervisor
+
+    @property
+    def database_key(self) -> str:
+        return self.database or self.name.removesuffix("_svc")
+
+    @property
+    def dsn_env(self) -> str:
+        """The environment variable naming its database (``ORDERFLOW_ORDER_DSN``)."""
+        return f"ORDERFLOW_{self.database_key.upper()}_DSN"
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    services: tuple[ServiceSpec, ...]
+    exchanges: tuple[str, ...]
+    public_types: frozenset[str] = field(default_factory=frozenset)
+    """Message types any broker user may send (the public front door)."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.services)
+
+    def service(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        raise ValueError(f"unknown service {name!r}; expected one of {', '.join(self.names)}")
+
+    @property
+    def queues(self) -> dict[str, QueueSpec]:
+        return {s.name: s.queue for s in self.services}
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(exchanges=self.exchanges, queues=tuple(s.queue for s in self.services))
+
+    @property
+    def publishes(self) -> dict[str, tuple[str, ...]]:
+        return {s.name: s.publishes for s in self.services}
+
+    @property
+    def dsn_envs(self) -> dict[str, str]:
+        """Service name -> the environment variable naming its database."""
+        return {s.name: s.dsn_env for s in self.services}

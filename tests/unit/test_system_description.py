@@ -1,0 +1,73 @@
+"""The system is described once (libs/contracts/system.py); what is derived from it agrees."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import pytest
+
+from libs.contracts.permissions import PUBLISHES, owners
+from libs.contracts.system import SYSTEM
+from libs.contracts.topology import QUEUES, TOPOLOGY
+from libs.messaging.topology import Binding, QueueSpec
+from libs.settings import Settings
+from libs.system import ServiceSpec, SystemSpec
+from libs.testing.infra import service_env
+from orderflow.supervisor import COLORS, Supervisor
+
+
+def test_every_described_service_is_a_package_with_migrations_and_an_entry_point() -> None:
+    for name in SYSTEM.names:
+        assert callable(importlib.import_module(f"{name}.bootstrap").migrations)
+        assert importlib.util.find_spec(f"{name}.__main__") is not None
+
+
+def test_topology_permissions_supervisor_and_settings_come_from_the_description() -> None:
+    assert SYSTEM.topology == TOPOLOGY and set(QUEUES) == set(SYSTEM.names)
+    assert {s.name: s.publishes for s in SYSTEM.services} == PUBLISHES
+    for exchange in SYSTEM.exchanges:  # every exchange has exactly one publishing service
+        assert len(owners(exchange)) == 1, exchange
+    for spec in SYSTEM.services:
+        for binding in spec.queue.bindings:
+            assert binding.exchange in SYSTEM.exchanges
+    assert [c.service for c in Supervisor(env={}).children] == list(SYSTEM.names)
+    assert set(COLORS) == set(SYSTEM.names)
+    assert SYSTEM.dsn_envs == {
+        "order_svc": "ORDERFLOW_ORDER_DSN",
+        "payment_svc": "ORDERFLOW_PAYMENT_DSN",
+        "inventory_svc": "ORDERFLOW_INVENTORY_DSN",
+        "saga": "ORDERFLOW_SAGA_DSN",
+    }
+    settings = Settings()
+    for name in SYSTEM.names:
+        assert settings.dsn_for(name).startswith("postgresql://")
+    with pytest.raises(ValueError, match="unknown service 'nobody_svc'"):
+        settings.dsn_for("nobody_svc")
+    with pytest.raises(ValueError, match="unknown service 'nobody_svc'"):
+        SYSTEM.service("nobody_svc")
+
+
+def test_a_fifth_service_is_one_entry_and_the_test_infrastructure_follows() -> None:
+    shipping = ServiceSpec(
+        "shipping_svc",
+        QueueSpec("shipping_svc.commands", (Binding("shipping.commands", "#"),)),
+        publishes=("shipping.events",),
+        tables=("shipments",),
+    )
+    bigger = SystemSpec(
+        services=(*SYSTEM.services, shipping),
+        exchanges=(*SYSTEM.exchanges, "shipping.commands", "shipping.events"),
+    )
+    assert shipping.dsn_env == "ORDERFLOW_SHIPPING_DSN"
+    assert bigger.queues["shipping_svc"].name == "shipping_svc.commands"
+    assert bigger.publishes["shipping_svc"] == ("shipping.events",)
+    env = service_env(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "amqp://guest:guest@127.0.0.1:5672/v",
+        prefix="oftest",
+        secrets_dir="/nonexistent",
+        system=bigger,
+    )
+    assert env["ORDERFLOW_SHIPPING_DSN"].startswith("postgresql://orderflow_shipping_svc@")
+    assert "/oftest_shipping_" in env["ORDERFLOW_SHIPPING_DSN"]
