@@ -27,6 +27,7 @@ from libs.contracts.types import QuotedLine
 from libs.messages import codec
 from libs.messaging.connection import connect
 from libs.messaging.publisher import Outgoing, Publisher
+from libs.observability.messaging import send_attributes, set_message_id
 from libs.observability.tracing import current_trace_headers, tracer
 
 _tracer = tracer("orderflow.cli")
@@ -106,10 +107,7 @@ class OrderClient:
             "publish order.commands",
             kind=SpanKind.PRODUCER,
             attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": "order.commands",
-                "messaging.rabbitmq.destination.routing_key": PlaceOrder.TYPE,
+                **send_attributes(exchange="order.commands", routing_key=PlaceOrder.TYPE),
                 "orderflow.order_id": order_id,
             },
         ) as span:
@@ -118,7 +116,7 @@ class OrderClient:
                 command, source=SOURCE, subject=order_id, correlation_id=order_id
             )
             envelope = envelope.with_trace(trace.get("traceparent"), trace.get("tracestate"))
-            span.set_attribute("messaging.message.id", envelope.id)
+            set_message_id(span, envelope.id)
             outcome = Outcome(
                 order_id,
                 "PENDING",

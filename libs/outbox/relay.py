@@ -58,6 +58,7 @@ from libs.errors import ConfirmUnknown, PublishError
 from libs.faults import NO_FAULTS, Faults
 from libs.messaging.publisher import Outgoing, Publisher
 from libs.observability.logging import get_logger
+from libs.observability.messaging import send_attributes, trace_headers_of
 from libs.observability.tracing import context_from_headers, tracer
 from libs.outbox import store
 from libs.outbox.store import NOTIFY_CHANNEL, OutboxRow
@@ -287,12 +288,12 @@ class OutboxRelay:
                 context=context_from_headers(row.headers),
                 kind=SpanKind.PRODUCER,
                 attributes={
-                    "messaging.system": "rabbitmq",
-                    "messaging.operation.type": "send",
-                    "messaging.operation.name": "publish",
-                    "messaging.destination.name": row.exchange,
-                    "messaging.rabbitmq.destination.routing_key": row.routing_key,
-                    "messaging.message.id": row.message_id,
+                    **send_attributes(
+                        exchange=row.exchange,
+                        routing_key=row.routing_key,
+                        message_id=row.message_id,
+                        publish=True,
+                    ),
                     "orderflow.outbox.id": row.id,
                     "orderflow.outbox.wait_ms": (now - row.created_at).total_seconds() * 1000,
                     "orderflow.outbox.attempts": row.attempts,
@@ -301,11 +302,7 @@ class OutboxRelay:
             )
             headers = dict(row.headers)
             headers.pop("correlation_id", None)
-            if span.is_recording():
-                ctx = span.get_span_context()
-                headers["traceparent"] = (
-                    f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
-                )
+            headers.update(trace_headers_of(span))
             spans.append(span)
             messages.append(
                 Outgoing(

@@ -53,6 +53,7 @@ from libs.messages.envelope import Envelope
 from libs.messages.registry import Message, MessageRegistry
 from libs.messaging.consumer import DeadLetterPublisher, Delivery, delivery_count, settle
 from libs.observability.logging import get_logger
+from libs.observability.messaging import process_attributes
 from libs.observability.tracing import context_from_headers, tracer
 from libs.outbox.relay import Wakeup
 from libs.outbox.store import OutboxWriter
@@ -510,14 +511,12 @@ class MessageRunner:
             )
 
     def _span_attributes(self, delivery: Delivery, envelope: Envelope | None) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            "messaging.system": "rabbitmq",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": delivery.exchange or "",
-            "messaging.rabbitmq.destination.routing_key": delivery.routing_key or "",
-            "messaging.message.id": delivery.message_id or "",
-            "messaging.consumer.group.name": self.queue,
-        }
+        attributes = process_attributes(
+            exchange=delivery.exchange or "",
+            routing_key=delivery.routing_key or "",
+            message_id=delivery.message_id or "",
+            queue=self.queue,
+        )
         if envelope is not None and envelope.subject:
             attributes["orderflow.order_id"] = envelope.subject
         return attributes
