@@ -35,11 +35,12 @@ from orderflow import invariants
 from orderflow.invariants import CheckReport, Snapshot
 from orderflow.system import SERVICES
 from saga.bootstrap import coordinator
+from saga.domain import order_saga
 
 __all__ = ["CheckReport", "check"]
 
 T = TypeVar("T")
-SAGA = "order"
+SAGA = order_saga.NAME
 EXAMPLES = 3  # rows named in a violation about many
 REASONS_READ = 200  # dead letters read per queue to tell why they died
 

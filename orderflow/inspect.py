@@ -10,8 +10,9 @@ from libs.pg.pool import connect
 from libs.saga import store
 from libs.saga.store import InstanceRow, LogRow
 from libs.settings import Settings
+from saga.domain import order_saga
 
-SAGA = "order"
+SAGA = order_saga.NAME
 
 
 def trace_id_of(traceparent: str | None) -> str | None:

@@ -12,6 +12,7 @@ from libs.pg.pool import connect
 from libs.saga import store as saga_store
 from libs.settings import Settings
 from orderflow.system import SERVICES
+from saga.domain import order_saga
 
 
 @dataclass
@@ -41,7 +42,7 @@ async def status(settings: Settings) -> Status:
             try:
                 stats = await outbox.stats(conn)
                 if service == "saga":
-                    result.sagas = await saga_store.count_by_status(conn, saga="order")
+                    result.sagas = await saga_store.count_by_status(conn, saga=order_saga.NAME)
             finally:
                 await conn.close()
             queue = QUEUES[service]

@@ -82,10 +82,14 @@ def _reject(d: Data, reason: str) -> RejectOrder:
     return RejectOrder(order_id=d["order_id"], reason=reason[:500])
 
 
+NAME = "order"
+"""The saga's name in saga_instance and saga_log (what operator tools look it up by)."""
+
+
 def order_saga(*, deadline: float = 10.0, retries: int = 2) -> SagaDefinition:
     """The definition, with each step's deadline (seconds) and re-send count."""
     return SagaDefinition(
-        name="order",
+        name=NAME,
         start=OrderCreated,
         data=_data,
         key=_key,
