@@ -28,9 +28,7 @@ async def act(settings: Settings, order_id: str, action: Input) -> Transition:
                     f"no saga for order {order_id}; list them with `orderflow saga list`"
                 )
             # returned once the unit of work committed (and woke the relay)
-            return await coord.transition(
-                conn, uow.outbox, loaded.state, action, now=datetime.now(UTC)
-            )
+            return await coord.transition(conn, uow, loaded.state, action, now=datetime.now(UTC))
     finally:
         await conn.close()
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
-from libs.messages.envelope import Envelope
 from libs.outbox.relay import Wakeup
 from libs.outbox.store import OutboxWriter
 from libs.pg.pool import Conn
@@ -28,29 +26,14 @@ from libs.pg.pool import Conn
 __all__ = ["UnitOfWork", "unit_of_work"]
 
 
-@dataclass
-class UnitOfWork:
-    conn: Conn
-    outbox: OutboxWriter = field(default_factory=OutboxWriter)
-    written: int = 0  # outbox rows committed, once the unit of work ended
+class UnitOfWork(OutboxWriter):
+    """The outbox writer of one transaction on ``conn``; ``written`` is how many rows it
+    committed, once the unit of work ended."""
 
-    def add(
-        self,
-        envelope: Envelope,
-        *,
-        exchange: str,
-        aggregate_type: str,
-        aggregate_id: str,
-        routing_key: str | None = None,
-    ) -> None:
-        """Send ``envelope`` when (and only if) the transaction commits."""
-        self.outbox.add(
-            envelope,
-            exchange=exchange,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            routing_key=routing_key,
-        )
+    def __init__(self, conn: Conn) -> None:
+        super().__init__()
+        self.conn = conn
+        self.written = 0
 
 
 @asynccontextmanager
@@ -61,6 +44,6 @@ async def unit_of_work(
     uow = UnitOfWork(conn)
     async with conn.transaction():
         yield uow
-        uow.written = await uow.outbox.flush(conn)
+        uow.written = await uow.flush(conn)
     if uow.written and wake:
         await (wakeup or Wakeup(None)).after_commit(conn)

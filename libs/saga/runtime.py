@@ -267,7 +267,7 @@ class SagaCoordinator:
                             },
                         ):
                             await self.transition(
-                                conn, uow.outbox, loaded.state, DeadlinePassed(), now=now
+                                conn, uow, loaded.state, DeadlinePassed(), now=now
                             )
                 self.fired += len(due)
                 fired += len(due)

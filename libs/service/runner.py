@@ -350,15 +350,7 @@ class MessageRunner:
                         self.stats.duplicates += 1
                         log.info("consumer.duplicate")
                         return
-                    ctx = HandlerContext(
-                        conn=conn,
-                        envelope=envelope,
-                        registry=self._registry,
-                        source=self._source,
-                        outbox=uow.outbox,
-                    )
-                    await handler(message, ctx)
-                    ctx.write_collected()
+                    await self._handle(conn, uow, envelope, message, handler)
             self.stats.processed += 1
             log.debug("consumer.handled", outbox_rows=uow.written)
 
@@ -433,7 +425,7 @@ class MessageRunner:
         keys = [_canonical(envelope.id) for _, envelope, _, _ in items]
         async with self._pool.acquire() as conn:
             async with unit_of_work(conn, self._wakeup) as uow:
-                writer = uow.outbox
+                writer = uow
                 fresh = await inbox.claim_many(
                     conn,
                     consumer=self.consumer,
@@ -495,20 +487,31 @@ class MessageRunner:
                 ),
                 _db_span(handler, batched=True),
             ):
-                ctx = HandlerContext(
-                    conn=conn,
-                    envelope=envelope,
-                    registry=self._registry,
-                    source=self._source,
-                    outbox=writer,
-                )
-                await handler(message, ctx)
-                ctx.write_collected()
+                await self._handle(conn, writer, envelope, message, handler)
                 log.debug("consumer.handled", batched=True)
         finally:
             structlog.contextvars.unbind_contextvars(
                 "message_id", "message_type", "queue", "order_id"
             )
+
+    async def _handle(
+        self,
+        conn: Conn,
+        outbox: OutboxWriter,
+        envelope: Envelope,
+        message: Message | None,
+        handler: Handler,
+    ) -> None:
+        """Run the handler in the caller's transaction; its aggregates' events go to ``outbox``."""
+        ctx = HandlerContext(
+            conn=conn,
+            envelope=envelope,
+            registry=self._registry,
+            source=self._source,
+            outbox=outbox,
+        )
+        await handler(message, ctx)
+        ctx.write_collected()
 
     def _span_attributes(self, delivery: Delivery, envelope: Envelope | None) -> dict[str, Any]:
         attributes = process_attributes(

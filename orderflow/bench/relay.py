@@ -152,7 +152,7 @@ async def relay_drain_rate(env: Env, *, count: int, batch_size: int) -> float:
     for start in range(0, count, 1000):
         async with unit_of_work(conn, wake=False) as uow:  # drained by a relay started later
             for n in range(start, min(count, start + 1000)):
-                _write(uow.outbox, n)
+                _write(uow, n)
     relay = OutboxRelay(
         name="drain",
         dsn=env.dsn,
@@ -189,7 +189,7 @@ async def relay_latency(env: Env, *, mode: str, count: int, rate: float) -> dict
         next_at = time.perf_counter()
         for n in range(count):
             async with unit_of_work(conn, wakeup, wake=mode != "poll-50ms") as uow:
-                message_id = _write(uow.outbox, n)
+                message_id = _write(uow, n)
             committed[message_id] = time.time()
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
@@ -267,7 +267,7 @@ async def commit_rate(env: Env, *, mode: str, writers: int, seconds: float) -> f
             while time.perf_counter() < stop_at:
                 wake = mode in ("after-commit", "in-process")
                 async with unit_of_work(conn, wakeup, wake=wake) as uow:
-                    _write(uow.outbox, done)
+                    _write(uow, done)
                 done += 1
 
     async with running(relay):
