@@ -1,6 +1,6 @@
 """Fault points: places in the code where the chaos harness may crash a process on purpose.
 
-Disabled unless ``ORDERFLOW_FAULTS`` is set (or a test passes its own :class:`Faults`), so in
+Disabled unless the setting ``faults`` (``ORDERFLOW_FAULTS``) is set (or a test passes its own :class:`Faults`), so in
 production a fault point is one dictionary lookup. Syntax: ``name=probability[,name=probability]``,
 e.g. ``consumer.after_commit=0.02,relay.after_publish=0.05``; ``ORDERFLOW_FAULTS_SEED`` makes the
 sequence of hits reproducible. A hit ends the process at once with exit code 137, as SIGKILL
@@ -50,8 +50,9 @@ class Faults:
         self.hits: dict[str, int] = {}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Faults:
-        spec = environ.get("ORDERFLOW_FAULTS", "").strip()
+    def from_spec(cls, spec: str, seed: int | None = None) -> Faults:
+        """From the settings ``faults`` (``name=probability,…``) and ``faults_seed``."""
+        spec = spec.strip()
         if not spec:
             return cls()
         points: dict[str, float] = {}
@@ -63,8 +64,7 @@ class Faults:
                 raise ConfigurationError(
                     f"ORDERFLOW_FAULTS: {part!r} is not name=probability"
                 ) from None
-        seed = environ.get("ORDERFLOW_FAULTS_SEED")
-        return cls(points, seed=int(seed) if seed else None)
+        return cls(points, seed=seed)
 
     def point(self, name: str) -> None:
         """Maybe crash here."""

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|console)$")
     log_level: str = "INFO"
     jaeger_url: str = "http://127.0.0.1:16686"
+    ready_file: Path | None = None
+    """A service writes it once ready and removes it when stopping (container health checks)."""
+    uvloop: bool = True
+    """Run services on uvloop when it is installed."""
+    faults: str = ""
+    """Fault points to enable (chaos tests only), ``name=probability,…``: see libs.faults."""
+    faults_seed: int | None = None
     relay: RelaySettings = RelaySettings()
     consumer: ConsumerSettings = ConsumerSettings()
     saga: SagaSettings = SagaSettings()

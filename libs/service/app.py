@@ -74,7 +74,7 @@ async def serve(
     mode: RelayMode = relay_mode or settings.relay.mode
     setup_logging(service=definition.name, fmt=settings.log_format, level=settings.log_level)
     setup_tracing(definition.name)
-    faults = Faults.from_env()
+    faults = Faults.from_spec(settings.faults, settings.faults_seed)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -149,7 +149,7 @@ async def serve(
         batch=settings.consumer.batch,
         workers=len(consumers),
     )
-    ready_file = os.environ.get("ORDERFLOW_READY_FILE")  # for container health checks
+    ready_file = settings.ready_file  # for container health checks
     if ready_file:
         _mark_ready(ready_file)
     print(f"{definition.name} ready", flush=True)  # noqa: T201 - the supervisor waits for this line
@@ -193,12 +193,12 @@ def senders(
     return allowed
 
 
-def _mark_ready(path: str, *, ready: bool = True) -> None:
+def _mark_ready(path: Path, *, ready: bool = True) -> None:
     """Create or remove the file a container health check looks for (tiny and rare: sync)."""
     if ready:
-        Path(path).write_text(str(os.getpid()))
+        path.write_text(str(os.getpid()))
     else:
-        Path(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 def main(definition: ServiceDefinition) -> None:
@@ -211,7 +211,7 @@ def main(definition: ServiceDefinition) -> None:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if os.environ.get("ORDERFLOW_UVLOOP", "1") == "0":
+    if not Settings().uvloop:
         return None
     try:
         import uvloop

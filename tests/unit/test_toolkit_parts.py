@@ -29,19 +29,36 @@ def test_a_fault_point_fires_with_its_probability_and_reproducibly() -> None:
     assert 30 < len(run(7)) < 90
 
 
-def test_fault_points_are_read_from_the_environment_and_checked() -> None:
-    faults = Faults.from_env(
-        {"ORDERFLOW_FAULTS": "relay.after_publish=1", "ORDERFLOW_FAULTS_SEED": "3"}
-    )
+def test_fault_points_are_read_from_the_settings_and_checked() -> None:
+    from libs.settings import Settings
+
+    settings = Settings(faults="relay.after_publish=1", faults_seed=3)
+    faults = Faults.from_spec(settings.faults, settings.faults_seed)
     fired: list[str] = []
     faults._action = fired.append
     faults.point("relay.after_publish")
     faults.point("consumer.after_commit")
     assert fired == ["relay.after_publish"]
     with pytest.raises(ConfigurationError, match="unknown fault points"):
-        Faults.from_env({"ORDERFLOW_FAULTS": "everything=1"})
+        Faults.from_spec("everything=1")
     with pytest.raises(ConfigurationError, match="name=probability"):
-        Faults.from_env({"ORDERFLOW_FAULTS": "relay.after_publish"})
+        Faults.from_spec("relay.after_publish")
+
+
+def test_fault_points_come_from_the_environment_through_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from libs.settings import Settings
+
+    monkeypatch.setenv("ORDERFLOW_FAULTS", "consumer.after_commit=0.5")
+    monkeypatch.setenv("ORDERFLOW_FAULTS_SEED", "7")
+    monkeypatch.setenv("ORDERFLOW_UVLOOP", "0")
+    settings = Settings()
+    assert (settings.faults, settings.faults_seed, settings.uvloop) == (
+        "consumer.after_commit=0.5",
+        7,
+        False,
+    )
 
 
 def test_consumer_queues_are_quorum_with_a_delivery_limit_and_their_own_dead_letter_queue() -> None:
