@@ -13,11 +13,26 @@ the setting ``ORDERFLOW_<DATABASE>_DSN``, where ``database`` defaults to the nam
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from libs.messaging.topology import QueueSpec, Topology
+from libs.messaging.topology import DEAD_LETTER_EXCHANGE, QueueSpec, Topology
 
-__all__ = ["ServiceSpec", "SystemSpec"]
+__all__ = ["Permissions", "ServiceSpec", "SystemSpec"]
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A broker user's configure / write / read patterns on the system's vhost."""
+
+    configure: str
+    write: str
+    read: str
+
+
+def _any_of(names: list[str]) -> str:
+    return "^(" + "|".join(re.escape(n) for n in sorted(set(names))) + ")$"
 
 
 @dataclass(frozen=True)
@@ -74,3 +89,43 @@ class SystemSpec:
     def dsn_envs(self) -> dict[str, str]:
         """Service name -> the environment variable naming its database."""
         return {s.name: s.dsn_env for s in self.services}
+
+    # -- trust: who may send what, who may touch what on the broker --------------------------
+    def owners(self, exchange: str) -> tuple[str, ...]:
+        """The services that publish to an exchange."""
+        return tuple(s.name for s in self.services if exchange in s.publishes)
+
+    def allowed_senders(
+        self,
+        type_name: str,
+        exchange: str,
+        *,
+        user_of: Callable[[str], str],
+        operator: str | None,
+    ) -> frozenset[str] | None:
+        """The broker users a message type is accepted from; None when anyone may send it.
+
+        The users of the services that publish to its exchange, and the operator (whose account
+        administers the broker anyway, and replays dead letters).
+        """
+        if type_name in self.public_types:
+            return None
+        users = {user_of(service) for service in self.owners(exchange)}
+        if operator:
+            users.add(operator)
+        return frozenset(users)
+
+    def broker_permissions(self, service: str) -> Permissions:
+        """Least privilege: a service configures its own queues, its own dead-letter exchange
+        and the exchanges it publishes to; writes to those (``queue.bind`` needs write on the
+        queue); reads its queues, the exchanges its queue binds from and the dead-letter
+        exchanges bound to its dead-letter queue. Nothing else."""
+        spec = self.service(service)
+        queue = spec.queue
+        own = [queue.name, queue.dead_letter_queue, queue.dead_letter_exchange]
+        sources = [b.exchange for b in queue.bindings]
+        return Permissions(
+            configure=_any_of(own + list(spec.publishes)),
+            write=_any_of(own + list(spec.publishes)),
+            read=_any_of(own + sources + [DEAD_LETTER_EXCHANGE]),
+        )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from libs.contracts.topology import QUEUES
+from libs.contracts import REGISTRY
+from libs.contracts.system import SYSTEM
 from libs.pg.migrations import Migration, load
 from libs.service.app import ServiceDefinition
 from libs.settings import Settings
@@ -19,7 +20,8 @@ def definition(settings: Settings | None = None) -> ServiceDefinition:
     handlers.configure((settings or Settings()).order)
     return ServiceDefinition(
         name=NAME,
-        queue=QUEUES[NAME].name,
+        system=SYSTEM,
+        registry=REGISTRY,
         handlers=handlers.HANDLERS,
         refusals=handlers.REFUSALS,
     )

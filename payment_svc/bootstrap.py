@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from libs.contracts.topology import QUEUES
+from libs.contracts import REGISTRY
+from libs.contracts.system import SYSTEM
 from libs.pg.migrations import Migration, load
 from libs.service.app import ServiceDefinition
 from payment_svc.handlers import HANDLERS
@@ -15,4 +16,4 @@ def migrations() -> list[Migration]:
 
 
 def definition() -> ServiceDefinition:
-    return ServiceDefinition(name=NAME, queue=QUEUES[NAME].name, handlers=HANDLERS)
+    return ServiceDefinition(name=NAME, system=SYSTEM, registry=REGISTRY, handlers=HANDLERS)

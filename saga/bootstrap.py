@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from libs.contracts import REGISTRY
-from libs.contracts.topology import QUEUES
+from libs.contracts.system import SYSTEM
 from libs.pg.migrations import Migration
 from libs.saga import store
 from libs.saga.runtime import SagaCoordinator
@@ -33,7 +33,8 @@ def definition(settings: Settings | None = None) -> ServiceDefinition:
 
     return ServiceDefinition(
         name=NAME,
-        queue=QUEUES[NAME].name,
+        system=SYSTEM,
+        registry=REGISTRY,
         handlers=dict.fromkeys(coord.definition.replies(), coord.handle),
         background=(timers,),
         on_stop=(coord.stop,),

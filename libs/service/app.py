@@ -18,11 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from libs.contracts import REGISTRY
-from libs.contracts.permissions import PUBLISHES, allowed_senders
-from libs.contracts.topology import QUEUES
 from libs.faults import Faults
-from libs.messages.registry import Message
+from libs.messages.registry import Message, MessageRegistry
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
 from libs.messaging.publisher import Publisher
@@ -34,6 +31,7 @@ from libs.pg.pool import create_pool
 from libs.secrets import user_of
 from libs.service.runner import Handler, MessageRunner, Refuser
 from libs.settings import RelayMode, Settings
+from libs.system import ServiceSpec, SystemSpec
 
 log = get_logger(__name__)
 
@@ -51,13 +49,25 @@ Background = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 @dataclass
 class ServiceDefinition:
+    """One service, as its composition root hands it to the toolkit: its entry in the system's
+    description, the message types it speaks, its handlers."""
+
     name: str
-    queue: str
+    system: SystemSpec
+    registry: MessageRegistry
     handlers: Mapping[type[Message], Handler]
     background: Sequence[Background] = field(default_factory=tuple)
     on_stop: Sequence[Callable[[], None]] = field(default_factory=tuple)
     refusals: Mapping[str, Refuser] = field(default_factory=dict)
     """Per message type, who answers data that fails its schema (instead of dead-lettering)."""
+
+    @property
+    def spec(self) -> ServiceSpec:
+        return self.system.service(self.name)
+
+    @property
+    def queue(self) -> str:
+        return self.spec.queue.name
 
     @property
     def source(self) -> str:
@@ -86,9 +96,7 @@ async def serve(
         amqp_url, name=definition.name, ssl_context=settings.amqp_ssl_context()
     )
     channel = await connection.channel()
-    await declare_own(
-        channel, queues=[QUEUES[definition.name]], publishes=PUBLISHES[definition.name]
-    )
+    await declare_own(channel, queues=[definition.spec.queue], publishes=definition.spec.publishes)
     await channel.close()
     # user_id on every message: the broker refuses a message whose sender claims another name
     publisher = Publisher(
@@ -115,13 +123,13 @@ async def serve(
             queue=definition.queue,
             source=definition.source,
             pool=pool,
-            registry=REGISTRY,
+            registry=definition.registry,
             handlers=definition.handlers,
             dead_letters=DeadLetterPublisher(publisher, service=definition.name),
             wakeup=wakeup,
             settings=settings.consumer,
             faults=faults,
-            senders=senders(settings, definition.handlers),
+            senders=senders(settings, definition),
             refusals=definition.refusals,
         )
         # Batch mode: several workers, each on its own channel (so that its multiple=True ack
@@ -177,15 +185,13 @@ async def serve(
     log.info("service.stopped")
 
 
-def senders(
-    settings: Settings, handlers: Mapping[type[Message], Handler]
-) -> dict[str, frozenset[str]]:
+def senders(settings: Settings, definition: ServiceDefinition) -> dict[str, frozenset[str]]:
     """Per handled type, the broker users it is accepted from (public types: not listed)."""
     operator = settings.operator_user()
     allowed: dict[str, frozenset[str]] = {}
-    for model in handlers:
-        spec = REGISTRY.spec_of(model)
-        users = allowed_senders(
+    for model in definition.handlers:
+        spec = definition.registry.spec_of(model)
+        users = definition.system.allowed_senders(
             spec.type, spec.exchange, user_of=settings.service_login, operator=operator
         )
         if users is not None:

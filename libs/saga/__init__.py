@@ -1,0 +1,1 @@
+"""Sagas: a definition (steps, compensations, deadlines), a pure engine, their store and runtime."""
