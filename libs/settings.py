@@ -6,14 +6,24 @@ Nested groups use ``__``: ``ORDERFLOW_RELAY__SWEEP_INTERVAL=2``. Every process b
 
 from __future__ import annotations
 
+import os
+import re
 import ssl
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from libs.errors import ConfigurationError
 from libs.secrets import read_secret, user_of, with_credentials
@@ -121,6 +131,10 @@ class Settings(BaseSettings):
     payment_dsn: str = "postgresql://orderflow_payment_svc@127.0.0.1:5432/orderflow_payment"
     inventory_dsn: str = "postgresql://orderflow_inventory_svc@127.0.0.1:5432/orderflow_inventory"
     saga_dsn: str = "postgresql://orderflow_saga@127.0.0.1:5432/orderflow_saga"
+    databases: dict[str, str] = Field(default_factory=dict)
+    """Every ``ORDERFLOW_<NAME>_DSN`` variable, by lower-case name: the database of a service
+    of the system's description that has no field above (``ORDERFLOW_SHIPPING_DSN`` for
+    ``shipping_svc``)."""
     pg_password: SecretStr | None = None
     pg_password_file: Path | None = None
     secrets_dir: Path = Path("var/secrets")
@@ -205,9 +219,64 @@ class Settings(BaseSettings):
         return context
 
     def _raw_dsn(self, service: str) -> str:
-        """The ``<database>_dsn`` field of a service (``order_svc`` -> ``order_dsn``: the
-        convention of :class:`libs.system.ServiceSpec`)."""
-        dsn = getattr(self, f"{service.removesuffix('_svc')}_dsn", None)
+        """The ``<database>_dsn`` setting of a service (``order_svc`` -> ``order_dsn``, the
+        convention of :class:`libs.system.ServiceSpec`), a field or one of ``databases``."""
+        key = service.removesuffix("_svc")
+        dsn = getattr(self, f"{key}_dsn", None) or self.databases.get(key)
         if not isinstance(dsn, str):
-            raise ValueError(f"unknown service {service!r}: no setting names its database")
+            raise ValueError(
+                f"unknown service {service!r}: no setting names its database "
+                f"(ORDERFLOW_{key.upper()}_DSN)"
+            )
         return dsn
+
+    # -- where settings come from ---------------------------------------------------------
+    _environ: ClassVar[Mapping[str, str] | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = cls._environ
+        if environ is not None:  # Settings.of(env): that mapping, not this process's environment
+            source = EnvSettingsSource(settings_cls)
+            source.env_vars = {k.lower(): v for k, v in environ.items()}
+            return (init_settings, source, _Databases(settings_cls, environ))
+        return (init_settings, env_settings, _Databases(settings_cls, os.environ))
+
+    @classmethod
+    def of(cls, environ: Mapping[str, str]) -> Settings:
+        """Settings as ``environ`` says (e.g. a child process's environment), not this
+        process's own."""
+
+        class FromMapping(cls):  # type: ignore[valid-type,misc]
+            _environ: ClassVar[Mapping[str, str] | None] = MappingProxyType(dict(environ))
+
+        return FromMapping()
+
+
+_DSN_VARIABLE = re.compile(r"^ORDERFLOW_([A-Z0-9_]+)_DSN$")
+
+
+class _Databases(PydanticBaseSettingsSource):
+    """``ORDERFLOW_<NAME>_DSN`` variables, all of them, into the ``databases`` field."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found = {}
+        for key, value in self._environ.items():
+            match = _DSN_VARIABLE.match(key.upper())
+            if match and match[1] != "PG_ADMIN":
+                found[match[1].lower()] = value
+        return {"databases": found} if found else {}

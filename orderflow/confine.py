@@ -21,8 +21,6 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
-
 from libs.secrets import read_secret, user_of, with_credentials, without_password
 from libs.settings import Settings
 from orderflow.system import SYSTEM
@@ -93,20 +91,4 @@ def _passes(key: str) -> bool:
 
 def settings_from(env: Mapping[str, str]) -> Settings:
     """Settings as ``env`` says (not this process's own environment)."""
-    lowered = {k.lower(): v for k, v in env.items()}
-
-    class FromMapping(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            source = EnvSettingsSource(settings_cls)
-            source.env_vars = lowered
-            return (source,)
-
-    return FromMapping()
+    return Settings.of(env)

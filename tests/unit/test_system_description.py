@@ -71,3 +71,16 @@ def test_a_fifth_service_is_one_entry_and_the_test_infrastructure_follows() -> N
     )
     assert env["ORDERFLOW_SHIPPING_DSN"].startswith("postgresql://orderflow_shipping_svc@")
     assert "/oftest_shipping_" in env["ORDERFLOW_SHIPPING_DSN"]
+
+
+def test_a_new_service_s_database_is_its_own_orderflow_dsn_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORDERFLOW_SHIPPING_DSN", "postgresql://orderflow_shipping_svc@db/ship")
+    assert Settings().dsn_for("shipping_svc") == "postgresql://orderflow_shipping_svc@db/ship"
+    # a child's environment, not this process's: its variables only
+    child = Settings.of({"ORDERFLOW_GREETER_DSN": "postgresql://g@db/greet"})
+    assert child.dsn_for("greeter_svc") == "postgresql://g@db/greet"
+    with pytest.raises(ValueError, match="ORDERFLOW_SHIPPING_DSN"):
+        child.dsn_for("shipping_svc")
+    assert Settings.of({}).databases == {} and "pg_admin" not in Settings().databases
