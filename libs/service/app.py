@@ -79,16 +79,20 @@ async def serve(
     *,
     settings: Settings | None = None,
     relay_mode: RelayMode | None = None,
+    stopping: asyncio.Event | None = None,
 ) -> None:
+    """Run one service until SIGTERM/SIGINT — or, when ``stopping`` is given (a service run
+    inside another program, e.g. a test), until that event is set."""
     settings = settings or Settings()
     mode: RelayMode = relay_mode or settings.relay.mode
     setup_logging(service=definition.name, fmt=settings.log_format, level=settings.log_level)
     setup_tracing(definition.name)
     faults = Faults.from_spec(settings.faults, settings.faults_seed)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    if stopping is None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
 
     pool = await create_pool(settings.dsn_for(definition.name), max_size=settings.pool_size)
     amqp_url = settings.amqp_url_for(definition.name)
