@@ -6,7 +6,7 @@ Figures:
 - latency commit → confirmed publish at low load (100 msg/s, one row per transaction), for the
   NOTIFY wake-up, the in-process wake-up and a 50 ms polling relay;
 - idle database load of each relay (transactions/s over a quiet window, from pg_stat_database);
-- commit rate with 4 writers for the three ways of waking the relay (DESIGN rule 3).
+- commit rate with 4 writers for the three ways of waking the relay (LISTEN/NOTIFY is a wake-up hint: docs/architecture.md).
 Everything runs in a throw-away vhost and database on the configured broker and server.
 """
 

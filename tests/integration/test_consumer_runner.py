@@ -1,4 +1,4 @@
-"""The consumer runner against real PostgreSQL and RabbitMQ (DESIGN rules 1 and 5)."""
+"""The consumer runner against real PostgreSQL and RabbitMQ: ack after commit, poison and retries (docs/architecture.md, "Rules the code keeps")."""
 
 from __future__ import annotations
 

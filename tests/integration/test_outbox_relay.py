@@ -1,4 +1,4 @@
-"""The relay against real PostgreSQL and RabbitMQ (DESIGN rules 2 and 3)."""
+"""The relay against real PostgreSQL and RabbitMQ: claim order, confirms, wake-ups (docs/architecture.md, "Rules the code keeps")."""
 
 from __future__ import annotations
 
