@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -152,6 +152,13 @@ class Settings(BaseSettings):
     faults: str = ""
     """Fault points to enable (chaos tests only), ``name=probability,…``: see libs.faults."""
     faults_seed: int | None = None
+
+    @field_validator("ready_file", "faults_seed", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``ORDERFLOW_READY_FILE=`` (empty) means no file, as before these were fields."""
+        return None if value == "" else value
+
     relay: RelaySettings = RelaySettings()
     consumer: ConsumerSettings = ConsumerSettings()
     saga: SagaSettings = SagaSettings()
@@ -222,7 +229,8 @@ class Settings(BaseSettings):
         """The ``<database>_dsn`` setting of a service (``order_svc`` -> ``order_dsn``, the
         convention of :class:`libs.system.ServiceSpec`), a field or one of ``databases``."""
         key = service.removesuffix("_svc")
-        dsn = getattr(self, f"{key}_dsn", None) or self.databases.get(key)
+        field = f"{key}_dsn" if key != "pg_admin" else ""  # never the administrator's DSN
+        dsn = getattr(self, field, None) or self.databases.get(key)
         if not isinstance(dsn, str):
             raise ValueError(
                 f"unknown service {service!r}: no setting names its database "
@@ -277,6 +285,6 @@ class _Databases(PydanticBaseSettingsSource):
         found = {}
         for key, value in self._environ.items():
             match = _DSN_VARIABLE.match(key.upper())
-            if match and match[1] != "PG_ADMIN":
+            if match and match[1] != "PG_ADMIN" and value:
                 found[match[1].lower()] = value
         return {"databases": found} if found else {}

@@ -7,8 +7,8 @@ are all derived from it. Adding a service is adding its package and one :class:`
 
 Conventions that keep an entry short: a service's package is its name (``python -m NAME``,
 ``NAME.bootstrap.migrations()``), its broker user is ``<prefix>NAME``, and its database DSN is
-the setting ``ORDERFLOW_<DATABASE>_DSN``, where ``database`` defaults to the name without
-``_svc``.
+the setting ``ORDERFLOW_<KEY>_DSN``, the key being the name without ``_svc``. ``name`` is the
+system's own: the CloudEvents ``source`` of its services is ``/<system>/<service>``.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ class ServiceSpec:
     """The exchanges it publishes to (it is their owner: others' messages there are refused)."""
     tables: tuple[str, ...]
     """Its own tables, children first: what ``setup --reset`` empties besides outbox and inbox."""
-    database: str = ""
     color: str = "37"  # its log prefix's ANSI colour under the supervisor
 
     @property
     def database_key(self) -> str:
-        return self.database or self.name.removesuffix("_svc")
+        """Its name without ``_svc``: the ``<key>`` of its ``ORDERFLOW_<KEY>_DSN`` setting."""
+        return self.name.removesuffix("_svc")
 
     @property
     def dsn_env(self) -> str:
@@ -58,6 +58,7 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class SystemSpec:
+    name: str
     services: tuple[ServiceSpec, ...]
     exchanges: tuple[str, ...]
     public_types: frozenset[str] = field(default_factory=frozenset)

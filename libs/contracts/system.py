@@ -6,6 +6,7 @@ from libs.messaging.topology import Binding, QueueSpec
 from libs.system import ServiceSpec, SystemSpec
 
 SYSTEM = SystemSpec(
+    name="orderflow",
     exchanges=(
         "order.commands",
         "payment.commands",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import os
@@ -106,15 +105,21 @@ async def ensure_access(
     *,
     operator: str | None = None,
     create_vhost: bool = True,
+    vhost_is_new: bool = False,
 ) -> None:
     """Create ``vhost`` if needed (``create_vhost``), give ``operator`` (if any) full rights on it, and create or
     update each grant's user with exactly its password and permissions there.
 
     With rabbitmqctl this is one ``import_definitions`` run, fed on stdin with password hashes
     (never a password on a command line): each rabbitmqctl run starts an Erlang VM, about half a
-    second of CPU, so one run instead of three per user.
+    second of CPU, so one run instead of three per user. An existing vhost is left out of the
+    definitions (importing it would reset its description and tags) unless the caller knows it
+    is new (``vhost_is_new``: one run fewer); the grant users are given no tags (a service user
+    needs none), so tags someone set on them are replaced.
     """
     if shutil.which("rabbitmqctl"):
+        if create_vhost and not vhost_is_new:
+            create_vhost = vhost not in (await _rabbitmqctl("list_vhosts", "name")).split()
         permissions = [
             {
                 "user": g.user,
@@ -164,9 +169,9 @@ async def ensure_access(
         )
 
 
-async def ensure_vhost(vhost: str, *, user: str = "guest") -> None:
+async def ensure_vhost(vhost: str, *, user: str = "guest", is_new: bool = False) -> None:
     """Create the vhost if needed and give ``user`` full rights on it."""
-    await ensure_access(vhost, operator=user)
+    await ensure_access(vhost, operator=user, vhost_is_new=is_new)
 
 
 async def ensure_user(
@@ -176,31 +181,41 @@ async def ensure_user(
     await ensure_access(vhost, [Grant(user, password, configure, write, read)], create_vhost=False)
 
 
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
 async def remove_access(users: Sequence[str], vhost: str | None = None) -> None:
     """Delete these users (those that exist) and, if given, the vhost (if it exists).
 
-    With rabbitmqctl, one ``eval`` run does it all (names are plain: letters, digits, ``_.:-``);
-    should the broker's internal functions differ (another RabbitMQ version), one command per
+    With rabbitmqctl, one ``eval`` run does it all (names are plain: letters, digits, ``_.:-``).
+    A user or vhost that does not exist is no error; any other error is raised. Should the
+    broker's internal functions differ (another RabbitMQ version: ``undef``), one command per
     user and vhost instead.
     """
-    if shutil.which("rabbitmqctl") and all(map(_PLAIN_NAME.match, [*users, vhost or "x"])):
+    if shutil.which("rabbitmqctl") and all(map(_PLAIN_NAME.fullmatch, [*users, vhost or "x"])):
         names = ", ".join(f'<<"{u}">>' for u in users)
         expression = (
-            f'[catch rabbit_auth_backend_internal:delete_user(U, <<"orderflow">>) '
-            f"|| U <- [{names}]]"
-            + (f', catch rabbit_vhost:delete(<<"{vhost}">>, <<"orderflow">>)' if vhost else "")
-            + "."
+            f'{{[catch rabbit_auth_backend_internal:delete_user(U, <<"orderflow">>) '
+            f"|| U <- [{names}]], "
+            + (f'catch rabbit_vhost:delete(<<"{vhost}">>, <<"orderflow">>)' if vhost else "ok")
+            + "}."
         )
-        with contextlib.suppress(InfrastructureUnavailable):
-            await _rabbitmqctl("eval", expression)
+        answer = await _rabbitmqctl("eval", expression)
+        if "undef" not in answer:
+            failed = _unexpected_errors(answer)
+            if failed:
+                raise InfrastructureUnavailable(f"removing {users} / {vhost}: {failed[:500]}")
             return
     for user in users:
         await delete_user(user)
     if vhost is not None:
         await delete_vhost(vhost)
+
+
+def _unexpected_errors(answer: str) -> str:
+    """The errors of an eval answer other than "no such user/vhost" (empty when none)."""
+    errors = re.findall(r"\{error,.*?\}\}|\{'EXIT',.*", answer)
+    return "; ".join(e for e in errors if "no_such_user" not in e and "no_such_vhost" not in e)
 
 
 async def delete_user(user: str) -> None:

@@ -71,7 +71,7 @@ class ServiceDefinition:
 
     @property
     def source(self) -> str:
-        return f"/orderflow/{self.name}"
+        return f"/{self.system.name}/{self.name}"
 
 
 async def serve(

@@ -57,7 +57,7 @@ async def temporary_vhost(
 ) -> AsyncIterator[str]:
     """An AMQP URL on a new vhost, deleted (with everything in it) afterwards."""
     vhost = unique_name(prefix)
-    await ensure_vhost(vhost)
+    await ensure_vhost(vhost, is_new=True)  # a fresh unique name
     try:
         yield with_vhost(base_url, vhost)
     finally:

@@ -432,12 +432,28 @@ def log_records(log: str, event: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def consumer_modes(log: str) -> Counter[str]:
-    """How many starts of consuming processes said they run "batch" or "one-message" mode."""
+    """How many starts of consuming processes said they run "one-message mode", "batch mode",
+    and "batch mode with several workers" (two or more consumers)."""
     modes: Counter[str] = Counter()
     for _child, record in log_records(log, "service.started"):
-        if record.get("relay") != "only" and "batch" in record:
-            modes["batch" if record["batch"] else "one-message"] += 1
+        if record.get("relay") == "only" or "batch" not in record:
+            continue
+        if not record["batch"]:
+            modes["one-message mode"] += 1
+            continue
+        modes["batch mode"] += 1
+        if int(record.get("workers", 0)) >= 2:
+            modes["batch mode with several workers"] += 1
     return modes
+
+
+def relay_starts(log: str) -> Counter[str]:
+    """Per service, how many relay-only processes said they started."""
+    return Counter(
+        str(record.get("service"))
+        for _child, record in log_records(log, "service.started")
+        if record.get("relay") == "only"
+    )
 
 
 def restart_violations(children: Iterable[Any]) -> list[str]:

@@ -52,15 +52,18 @@ async def test_three_replicas_of_every_service_racing_on_each_order_lose_nothing
     and stock conserved per customer and per order) clean."""
     report = await short_run("replicas", duration=12, rate=15)
     assert report.faults["queues consumed by every replica"] == 4
-    assert report.faults["starts in batch mode"] >= 8  # two batch replicas of each service
+    # replicas #1 and #3 of each service run batches with 3 and 2 workers, #2 one message each
+    assert report.faults["starts in batch mode with several workers"] >= 8
     assert report.faults["starts in one-message mode"] >= 4
-    assert report.faults["kills of service processes"] > 0
+    assert report.faults["services with two relay-only processes"] == 4
+    assert report.faults["kills of saga replicas"] > 0
     assert report.faults["kills of relay-only processes"] > 0
-    # the races: re-sent commands, compensations, replies that arrived after the saga moved on
+    # the races: re-sends, steps given up on their deadlines, and first commands handled after
+    # the saga had given up on them (their replies ignored)
     assert report.faults["commands re-sent by the saga"] > 0
-    assert report.faults["compensations started"] > 0
-    assert report.faults["replies after the saga had moved on"] > 0
-    assert report.confirmed > 0 and report.refunds > 0
+    assert report.faults["steps given up after their deadlines"] > 0
+    assert report.faults["replies to a first command after the saga gave up on it"] > 0
+    assert report.confirmed > 0
 
 
 async def test_crashes_at_commit_boundaries_lose_nothing_and_duplicates_are_absorbed() -> None:

@@ -66,6 +66,7 @@ REGISTRY = MessageRegistry(GreetingRequested, Greet, Greeted, GiveUp, GaveUp)
 
 # -- the one entry: the system's description -----------------------------------------------
 SYSTEM = SystemSpec(
+    name="greeter",
     exchanges=("front.events", "greeting.commands", "greeting.events"),
     public_types=frozenset({GreetingRequested.TYPE}),
     services=(

@@ -36,8 +36,8 @@ async def test_a_committed_unit_writes_its_state_and_messages_together_and_wakes
             await conn.execute("INSERT INTO notes VALUES ('a', 1)")
             envelope = REGISTRY.envelope(Noted(key="a", seq=1), source="/test")
             uow.add(envelope, exchange="test.events", aggregate_type="note", aggregate_id="a")
-            # nothing is visible to others before the commit
-            assert await _rows(listener, "SELECT count(*) FROM outbox") == 0
+            # the state change is not visible to others before the commit
+            assert await _rows(listener, "SELECT count(*) FROM notes") == 0
         assert uow.written == 1
         assert await _rows(listener, "SELECT count(*) FROM notes") == 1
         ids = await listener.fetch("SELECT message_id::text FROM outbox")
@@ -77,3 +77,22 @@ async def test_a_failed_unit_leaves_no_state_no_message_and_wakes_nobody(pg_dsn:
     finally:
         await conn.close()
         await listener.close()
+
+
+async def test_the_relay_is_woken_after_the_commit_not_inside_the_transaction(pg_dsn: str) -> None:
+    from libs.outbox.relay import Wakeup
+
+    seen: list[bool] = []
+
+    class Recording(Wakeup):
+        async def after_commit(self, conn: object) -> None:
+            seen.append(conn.is_in_transaction())  # type: ignore[attr-defined]
+
+    conn = await connect(pg_dsn)
+    try:
+        async with unit_of_work(conn, Recording(None)) as uow:
+            envelope = REGISTRY.envelope(Noted(key="e", seq=1), source="/test")
+            uow.add(envelope, exchange="test.events", aggregate_type="note", aggregate_id="e")
+        assert seen == [False]
+    finally:
+        await conn.close()

@@ -422,19 +422,24 @@ def test_a_queue_consumed_on_fewer_connections_than_replicas_fails() -> None:
 MODES_LOG = """\
 payment_svc#1   | {"event": "service.started", "relay": "off", "batch": true, "workers": 3}
 payment_svc#2   | {"event": "service.started", "relay": "off", "batch": false, "workers": 1}
-payment_svc-relay#1| {"event": "service.started", "relay": "only", "batch": true, "workers": 0}
+payment_svc-relay#1| {"event": "service.started", "service": "payment_svc", "relay": "only", "batch": true, "workers": 0}
 payment_svc#3   | {"event": "consumer.duplicate", "note": "service.started"}
 payment_svc#3   | service.started batch=true
 """
 
 
 def test_consumer_modes_are_read_from_what_each_process_said_at_start() -> None:
-    assert verify.consumer_modes(MODES_LOG) == Counter({"batch": 1, "one-message": 1})
-    # a run whose processes all said batch has observed no one-message start
-    assert (
-        verify.consumer_modes(MODES_LOG.replace('"batch": false', '"batch": true'))["one-message"]
-        == 0
+    assert verify.consumer_modes(MODES_LOG) == Counter(
+        {"batch mode": 1, "batch mode with several workers": 1, "one-message mode": 1}
     )
+    # a run whose processes all said batch has observed no one-message start
+    all_batch = MODES_LOG.replace('"batch": false', '"batch": true')
+    assert verify.consumer_modes(all_batch)["one-message mode"] == 0
+    # batch with one worker each is not "several workers"
+    one_worker = MODES_LOG.replace('"workers": 3', '"workers": 1')
+    assert verify.consumer_modes(one_worker)["batch mode with several workers"] == 0
+    assert verify.relay_starts(MODES_LOG) == Counter({"payment_svc": 1})
+    assert verify.relay_starts(MODES_LOG.replace('"relay": "only"', '"relay": "off"')) == Counter()
     [(child, record)] = verify.log_records(MODES_LOG, "consumer.duplicate")
     assert child == "payment_svc#3" and record["note"] == "service.started"
 
@@ -448,6 +453,17 @@ def test_the_replicas_scenario_gives_each_replica_its_mode_and_relays_none() -> 
     assert envs[4] == envs[1]  # a fourth replica takes the first mode again
     assert replicas.child_env(None, Child("payment_svc", 1, role="relay")) == {}
     assert float(envs[1]["ORDERFLOW_SAGA__STEP_DEADLINE"]) < 1
+
+
+def test_the_replicas_kill_storm_takes_every_service_in_turn_the_saga_first() -> None:
+    children = [Child(s, n) for s in scenarios.SERVICES for n in (1, 2, 3)]
+    children += [Child(s, n, role="relay") for s in scenarios.SERVICES for n in (1, 2)]
+    replicas = scenarios.Replicas()
+    picked = [replicas._candidates(children, turn) for turn in range(1, 9)]
+    services = [{c.service for c in group} for group in picked[0::2]]
+    assert services == [{"saga"}, {"order_svc"}, {"payment_svc"}, {"inventory_svc"}]
+    assert all(len(group) == 3 and not group[0].role for group in picked[0::2])
+    assert all(group and all(c.role == "relay" for c in group) for group in picked[1::2])
 
 
 def test_relays_per_service_adds_that_many_relay_only_processes() -> None:

@@ -56,6 +56,7 @@ def test_a_fifth_service_is_one_entry_and_the_test_infrastructure_follows() -> N
         tables=("shipments",),
     )
     bigger = SystemSpec(
+        name="bigger",
         services=(*SYSTEM.services, shipping),
         exchanges=(*SYSTEM.exchanges, "shipping.commands", "shipping.events"),
     )
@@ -84,3 +85,12 @@ def test_a_new_service_s_database_is_its_own_orderflow_dsn_variable(
     with pytest.raises(ValueError, match="ORDERFLOW_SHIPPING_DSN"):
         child.dsn_for("shipping_svc")
     assert Settings.of({}).databases == {} and "pg_admin" not in Settings().databases
+
+
+def test_no_service_name_reaches_the_administrator_dsn_and_empty_settings_are_unset() -> None:
+    settings = Settings.of({"ORDERFLOW_PG_ADMIN_DSN": "postgresql://postgres@db/postgres"})
+    with pytest.raises(ValueError, match="unknown service 'pg_admin'"):
+        settings.dsn_for("pg_admin")
+    empty = Settings.of({"ORDERFLOW_READY_FILE": "", "ORDERFLOW_FAULTS_SEED": ""})
+    assert (empty.ready_file, empty.faults_seed) == (None, None)
+    assert SYSTEM.name == "orderflow"
