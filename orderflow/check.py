@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields

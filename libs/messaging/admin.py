@@ -117,23 +117,14 @@ async def ensure_access(
     is new (``vhost_is_new``: one run fewer); the grant users are given no tags (a service user
     needs none), so tags someone set on them are replaced.
     """
+    rights = [
+        {"user": g.user, "configure": g.configure, "write": g.write, "read": g.read} for g in grants
+    ]
+    if operator:
+        rights.append({"user": operator, "configure": ".*", "write": ".*", "read": ".*"})
     if shutil.which("rabbitmqctl"):
         if create_vhost and not vhost_is_new:
             create_vhost = vhost not in (await _rabbitmqctl("list_vhosts", "name")).split()
-        permissions = [
-            {
-                "user": g.user,
-                "vhost": vhost,
-                "configure": g.configure,
-                "write": g.write,
-                "read": g.read,
-            }
-            for g in grants
-        ]
-        if operator:
-            permissions.append(
-                {"user": operator, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
-            )
         definitions = {
             "vhosts": [{"name": vhost}] if create_vhost else [],
             "users": [
@@ -145,27 +136,23 @@ async def ensure_access(
                 }
                 for g in grants
             ],
-            "permissions": permissions,
+            "permissions": [{**r, "vhost": vhost} for r in rights],
         }
         await _rabbitmqctl("import_definitions", "--format", "json", stdin=json.dumps(definitions))
         return
     if create_vhost:
         await asyncio.to_thread(_api, "PUT", f"/api/vhosts/{_q(vhost)}", {})
-    for user, rights in [
-        *((g.user, (g.configure, g.write, g.read)) for g in grants),
-        *([(operator, (".*", ".*", ".*"))] if operator else []),
-    ]:
-        grant = next((g for g in grants if g.user == user), None)
-        if grant is not None:
-            await asyncio.to_thread(
-                _api, "PUT", f"/api/users/{_q(user)}", {"password": grant.password, "tags": ""}
-            )
-        configure, write, read = rights
+    for g in grants:
+        await asyncio.to_thread(
+            _api, "PUT", f"/api/users/{_q(g.user)}", {"password": g.password, "tags": ""}
+        )
+    for r in rights:
+        user = r["user"]
         await asyncio.to_thread(
             _api,
             "PUT",
             f"/api/permissions/{_q(vhost)}/{_q(user)}",
-            {"configure": configure, "write": write, "read": read},
+            {k: r[k] for k in ("configure", "write", "read")},
         )
 
 
@@ -264,5 +251,5 @@ async def unacked_counts(vhost: str, *, host: str = "127.0.0.1") -> dict[str, in
             path = f"/api/queues/{_q(vhost)}?columns=name,messages_unacknowledged"
             queues = await asyncio.to_thread(_api, "GET", path, base=base)
         return {q["name"]: int(q.get("messages_unacknowledged") or 0) for q in queues} or None
-    except (OrderflowError, ValueError, KeyError, TypeError):
+    except (OrderflowError, OSError, ValueError, KeyError, TypeError):
         return None

@@ -432,8 +432,9 @@ class MessageRunner:
                     messages=[(k, e.type) for k, (_, e, _, _) in zip(keys, items, strict=True)],
                 )
                 done: set[str] = set()
+                undone: set[str] = set()  # refused here: a later copy is a duplicate too
                 for key, (delivery, envelope, message, handler) in zip(keys, items, strict=True):
-                    if key not in fresh or key in done:
+                    if key not in fresh or key in done or key in undone:
                         self.stats.duplicates += 1
                         log.info(
                             "consumer.duplicate",
@@ -459,6 +460,7 @@ class MessageRunner:
                         del writer.pending[mark:]
                         await inbox.forget(conn, consumer=self.consumer, message_id=key)
                         done.discard(key)
+                        undone.add(key)
                         refused.append((delivery, exc))
             self.stats.processed += len(done)
 

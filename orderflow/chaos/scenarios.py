@@ -279,9 +279,9 @@ class Replicas(KillStorm):
         from libs.pg.pool import connect
         from saga.domain.order_saga import order_saga
 
+        steps = order_saga().steps
         first_replies = sorted(
-            {s.success.TYPE for s in order_saga().steps}
-            | {s.failure.TYPE for s in order_saga().steps if s.failure is not None}
+            {s.success.TYPE for s in steps} | {s.failure.TYPE for s in steps if s.failure}
         )
         conn = await connect(ctx.env[DSN_KEYS["saga"]])
         try:

@@ -211,3 +211,19 @@ def command_message(note: Note, *, message_id: str | None = None) -> aio_pika.Me
         type=envelope.type,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+
+
+async def start_batches(
+    s: Stack, runner: MessageRunner, process_batch: Any = None
+) -> QueueConsumer:
+    """A started batch consumer of COMMANDS (prefetch 128) handing its batches to
+    ``process_batch`` (default: the runner's own)."""
+    consumer = QueueConsumer(
+        s.connection,
+        queue=COMMANDS,
+        prefetch=128,
+        process=runner,
+        process_batch=process_batch or runner.process_batch,
+    )
+    await consumer.start()
+    return consumer

@@ -29,6 +29,7 @@ from .support import (
     running_consumer,
     running_relay,
     stack,
+    start_batches,
     wait_until,
 )
 
@@ -240,8 +241,6 @@ async def test_a_message_that_crashes_its_consumer_every_time_ends_in_the_dead_l
 async def test_a_batch_with_duplicates_and_poison_applies_each_message_once_and_settles_all(
     amqp_url: str, pg_dsn: str
 ) -> None:
-    from libs.messaging.consumer import QueueConsumer
-
     async with stack(amqp_url, pg_dsn) as s:
         # queue everything first, so that the consumer takes it in batches
         repeated = str(uuid.uuid4())
@@ -257,15 +256,7 @@ async def test_a_batch_with_duplicates_and_poison_applies_each_message_once_and_
             batches.append(len(deliveries))
             await runner.process_batch(deliveries)
 
-        consumer = QueueConsumer(
-            s.connection,
-            queue=COMMANDS,
-            prefetch=128,
-            process=runner,
-            process_batch=recording,
-            max_batch=128,
-        )
-        await consumer.start()
+        consumer = await start_batches(s, runner, recording)
         await wait_until(lambda: runner.stats.processed + runner.stats.duplicates == 63)
         await consumer.stop(grace=5)
         assert max(batches) > 1  # really batched
@@ -283,8 +274,6 @@ async def test_a_batch_with_duplicates_and_poison_applies_each_message_once_and_
 async def test_a_batch_whose_transaction_fails_falls_back_to_one_by_one(
     amqp_url: str, pg_dsn: str
 ) -> None:
-    from libs.messaging.consumer import QueueConsumer
-
     async def strict(message: Note, ctx: HandlerContext) -> None:
         await note_handler(message, ctx)
         if message.seq == 13:
@@ -294,14 +283,7 @@ async def test_a_batch_whose_transaction_fails_falls_back_to_one_by_one(
         for n in range(30):
             await publish(s, command_message(Note(key="f", seq=n)))
         runner = make_runner(s, handler=strict)
-        consumer = QueueConsumer(
-            s.connection,
-            queue=COMMANDS,
-            prefetch=128,
-            process=runner,
-            process_batch=runner.process_batch,
-        )
-        await consumer.start()
+        consumer = await start_batches(s, runner)
         await wait_until(lambda: runner.stats.processed + runner.stats.dead_lettered == 30)
         await consumer.stop(grace=5)
         conn = await connect(pg_dsn)
@@ -319,7 +301,6 @@ async def test_a_refusal_a_stranger_makes_fail_costs_its_message_not_the_batch(
     """Data that fails its schema goes to the type's refuser; one that cannot answer (garbage
     naming a live order, say) is undone in its own savepoint and dead-lettered after the commit,
     with its inbox row gone (so a replay is processed), while the rest of the batch commits."""
-    from libs.messaging.consumer import QueueConsumer
 
     async def refuse(envelope, error, ctx: HandlerContext) -> bool:  # type: ignore[no-untyped-def]
         if envelope.data.get("key") != "answer":
@@ -341,6 +322,7 @@ async def test_a_refusal_a_stranger_makes_fail_costs_its_message_not_the_batch(
         await publish(s, invalid("answer"))
         garbage = invalid("garbage")
         await publish(s, garbage)
+        await publish(s, garbage)  # a copy in the same batch: absorbed, not refused again
         runner = make_runner(s, refusals={Note.TYPE: refuse})
         batches: list[int] = []
 
@@ -348,10 +330,7 @@ async def test_a_refusal_a_stranger_makes_fail_costs_its_message_not_the_batch(
             batches.append(len(deliveries))
             await runner.process_batch(deliveries)
 
-        consumer = QueueConsumer(
-            s.connection, queue=COMMANDS, prefetch=128, process=runner, process_batch=recording
-        )
-        await consumer.start()
+        consumer = await start_batches(s, runner, recording)
         await wait_until(lambda: runner.stats.processed + runner.stats.dead_lettered == 22)
         await consumer.stop(grace=5)
         conn = await connect(pg_dsn)
@@ -370,3 +349,5 @@ async def test_a_refusal_a_stranger_makes_fail_costs_its_message_not_the_batch(
         [dead] = await collect(s.connection, COMMANDS + ".dlq", count=1, timeout=5)
         assert dead.message_id == garbage.message_id
         assert dead.headers[ERROR_CLASS] == "InvalidMessageData"
+        assert await queue_depth(s.connection, COMMANDS + ".dlq") == 0  # one dead letter only
+        assert runner.stats.duplicates >= 1
