@@ -8,6 +8,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY libs ./libs
+COPY contracts ./contracts
 COPY order_svc ./order_svc
 COPY payment_svc ./payment_svc
 COPY inventory_svc ./inventory_svc

@@ -27,7 +27,7 @@ lint: bootstrap
 	$(UV) run --frozen lint-imports
 
 types: bootstrap
-	$(UV) run --frozen mypy libs orderflow order_svc payment_svc inventory_svc saga
+	$(UV) run --frozen mypy libs contracts orderflow order_svc payment_svc inventory_svc saga
 
 unit: bootstrap
 	$(PYTEST) tests/unit -q

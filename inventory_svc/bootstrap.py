@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from contracts import REGISTRY
+from contracts.system import SYSTEM
 from inventory_svc.handlers import HANDLERS
-from libs.contracts import REGISTRY
-from libs.contracts.system import SYSTEM
 from libs.pg.migrations import Migration, load
 from libs.service.app import ServiceDefinition
 

@@ -6,9 +6,9 @@ the commands of one order are decided one after the other, on committed state.
 
 from __future__ import annotations
 
+from contracts.inventory import ReleaseInventory, ReserveInventory
 from inventory_svc.adapters import repository
 from inventory_svc.domain.model import ReservationStatus, release, reserve
-from libs.contracts.inventory import ReleaseInventory, ReserveInventory
 from libs.service.runner import Handler, HandlerContext
 
 

@@ -1,6 +1,6 @@
 """A system described once: its services, what each consumes and publishes, where its data is.
 
-The application writes one :class:`SystemSpec` (orderflow's is ``libs/contracts/system.py``);
+The application writes one :class:`SystemSpec` (orderflow's is ``contracts/system.py``);
 the broker topology, each service's broker permissions and accepted senders, the operator tools'
 list of services, the supervisor, database setup, the test infrastructure and the chaos harness
 are all derived from it. Adding a service is adding its package and one :class:`ServiceSpec`.

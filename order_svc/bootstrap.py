@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from libs.contracts import REGISTRY
-from libs.contracts.system import SYSTEM
+from contracts import REGISTRY
+from contracts.system import SYSTEM
 from libs.pg.migrations import Migration, load
 from libs.service.app import ServiceDefinition
 from libs.settings import Settings

@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any
 
-from libs.contracts.order import ApproveOrder, PlaceOrder, RejectOrder
+from contracts.order import ApproveOrder, PlaceOrder, RejectOrder
 from libs.errors import InvalidMessageData, PoisonMessage
 from libs.messages.envelope import Envelope
 from libs.observability.logging import get_logger

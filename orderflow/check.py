@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 import aio_pika
 
-from libs.contracts import TOPOLOGY
+from contracts import TOPOLOGY
 from libs.errors import OrderflowError
 from libs.messages.registry import Message
 from libs.messaging import deadletters

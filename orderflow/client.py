@@ -21,9 +21,9 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from opentelemetry.trace import SpanKind
 
-from libs.contracts import REGISTRY
-from libs.contracts.order import OrderConfirmed, OrderCreated, OrderRejected, PlaceOrder
-from libs.contracts.types import QuotedLine
+from contracts import REGISTRY
+from contracts.order import OrderConfirmed, OrderCreated, OrderRejected, PlaceOrder
+from contracts.types import QuotedLine
 from libs.messages import codec
 from libs.messaging.connection import connect
 from libs.messaging.publisher import Outgoing, Publisher

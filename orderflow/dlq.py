@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from libs.contracts import REGISTRY, TOPOLOGY
-from libs.contracts.permissions import allowed_senders
-from libs.contracts.topology import QUEUES
+from contracts import REGISTRY, TOPOLOGY
+from contracts.permissions import allowed_senders
+from contracts.topology import QUEUES
 from libs.errors import OrderflowError
 from libs.messaging import deadletters
 from libs.messaging.connection import connect as amqp_connect

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from libs.contracts import TOPOLOGY
-from libs.contracts.permissions import broker_permissions
+from contracts import TOPOLOGY
+from contracts.permissions import broker_permissions
 from libs.messaging.admin import Grant, ensure_access, vhost_of
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.topology import declare

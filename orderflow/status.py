@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from libs.contracts.topology import QUEUES
+from contracts.topology import QUEUES
 from libs.messaging import deadletters
 from libs.messaging.connection import connect as amqp_connect
 from libs.outbox import store as outbox

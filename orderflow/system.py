@@ -1,11 +1,11 @@
 """The whole system as the operator tools see it: services, their databases and migrations,
-from the one description (:mod:`libs.contracts.system`)."""
+from the one description (:mod:`contracts.system`)."""
 
 from __future__ import annotations
 
 import importlib
 
-from libs.contracts.system import SYSTEM
+from contracts.system import SYSTEM
 from libs.inbox import store as inbox_store
 from libs.outbox import store as outbox_store
 from libs.pg.migrations import Migration

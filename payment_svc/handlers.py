@@ -6,7 +6,7 @@ the commands of one order are decided one after the other, on committed state.
 
 from __future__ import annotations
 
-from libs.contracts.payment import ProcessPayment, RefundPayment
+from contracts.payment import ProcessPayment, RefundPayment
 from libs.service.runner import Handler, HandlerContext
 from payment_svc.adapters import repository
 from payment_svc.domain.model import process_payment, refund_payment

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from libs.aggregate import AggregateRoot
-from libs.contracts.inventory import (
+from contracts.inventory import (
     InventoryReleased,
     InventoryReservationFailed,
     InventoryReserved,
 )
-from libs.contracts.types import Line
+from contracts.types import Line
+from libs.aggregate import AggregateRoot
 from libs.messages.registry import Message
 
 

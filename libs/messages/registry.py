@@ -2,7 +2,7 @@
 
 A type name is ``<context>.<snake_name>.v<N>`` and is also the routing key. Commands travel on
 ``<context>.commands``, events on ``<context>.events``. A registry is a plain object, so a test or
-another team can build its own; :data:`libs.contracts.REGISTRY` holds orderflow's.
+another team can build its own; :data:`contracts.REGISTRY` holds orderflow's.
 
 ``parse`` turns an envelope into its model or raises :class:`~libs.errors.UnknownMessageType`,
 :class:`~libs.errors.UnknownMessageVersion` or :class:`~libs.errors.InvalidMessageData`.

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from contracts.order import OrderConfirmed, OrderCreated, OrderRejected, PlaceOrder
+from contracts.types import PricedLine
 from libs.aggregate import AggregateRoot
-from libs.contracts.order import OrderConfirmed, OrderCreated, OrderRejected, PlaceOrder
-from libs.contracts.types import PricedLine
 from libs.errors import InvalidMessageData
 
 CENT = Decimal("0.01")

@@ -12,7 +12,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from libs.contracts import TOPOLOGY
+from contracts import TOPOLOGY
 from libs.messaging.publisher import Outgoing, Publisher
 
 MARK = "x-chaos-duplicate"

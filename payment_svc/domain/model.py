@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from libs.aggregate import AggregateRoot
-from libs.contracts.payment import (
+from contracts.payment import (
     PaymentCaptured,
     PaymentDeclined,
     PaymentRefunded,
     ProcessPayment,
 )
+from libs.aggregate import AggregateRoot
 from libs.messages.registry import Message
 
 ZERO = Decimal("0.00")

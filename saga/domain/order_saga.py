@@ -9,28 +9,28 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from libs.contracts.inventory import (
+from contracts.inventory import (
     InventoryReleased,
     InventoryReservationFailed,
     InventoryReserved,
     ReleaseInventory,
     ReserveInventory,
 )
-from libs.contracts.order import (
+from contracts.order import (
     ApproveOrder,
     OrderConfirmed,
     OrderCreated,
     OrderRejected,
     RejectOrder,
 )
-from libs.contracts.payment import (
+from contracts.payment import (
     PaymentCaptured,
     PaymentDeclined,
     PaymentRefunded,
     ProcessPayment,
     RefundPayment,
 )
-from libs.contracts.types import Line
+from contracts.types import Line
 from libs.messages.registry import Event, Message
 from libs.saga.definition import Data, SagaDefinition, Step
 

@@ -13,9 +13,9 @@ from decimal import Decimal
 import aio_pika
 import pytest
 
-from libs.contracts import REGISTRY
-from libs.contracts.order import PlaceOrder
-from libs.contracts.types import PricedLine
+from contracts import REGISTRY
+from contracts.order import PlaceOrder
+from contracts.types import PricedLine
 from libs.messages import codec
 from libs.messages.envelope import Envelope
 

@@ -16,7 +16,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from libs.contracts.order import PlaceOrder
+from contracts.order import PlaceOrder
 from orderflow.catalog import list_items, set_price
 from orderflow.check import check
 from orderflow.dlq import list_letters

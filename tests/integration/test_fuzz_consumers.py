@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from libs.contracts import REGISTRY
+from contracts import REGISTRY
 from libs.outbox.relay import Wakeup
 from libs.pg.pool import connect, create_pool
 from libs.service.runner import MessageRunner

@@ -33,13 +33,13 @@ import pytest_asyncio
 
 import inventory_svc.bootstrap
 import payment_svc.bootstrap
+from contracts import REGISTRY
+from contracts.inventory import ReleaseInventory, ReserveInventory
+from contracts.payment import ProcessPayment, RefundPayment
+from contracts.types import Line
 from inventory_svc import handlers as inventory_handlers
 from inventory_svc.adapters import repository as inventory_repository
 from inventory_svc.domain.model import Reservation, ReservationStatus
-from libs.contracts import REGISTRY
-from libs.contracts.inventory import ReleaseInventory, ReserveInventory
-from libs.contracts.payment import ProcessPayment, RefundPayment
-from libs.contracts.types import Line
 from libs.errors import ConcurrencyConflict
 from libs.inbox import store as inbox
 from libs.messages import codec

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from libs.contracts import REGISTRY
-from libs.contracts.order import OrderCreated
-from libs.contracts.types import PricedLine
+from contracts import REGISTRY
+from contracts.order import OrderCreated
+from contracts.types import PricedLine
 from libs.outbox.relay import Wakeup
 from libs.pg.pool import connect, create_pool
 from libs.saga import store

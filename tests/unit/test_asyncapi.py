@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from libs.contracts import REGISTRY
+from contracts import REGISTRY
 from orderflow.asyncapi import render
 
 DOC = Path(__file__).parents[2] / "docs" / "asyncapi.yaml"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from libs.contracts import REGISTRY
-from libs.contracts.order import OrderCreated, OrderRejected, PlaceOrder
-from libs.contracts.types import PricedLine, QuotedLine
+from contracts import REGISTRY
+from contracts.order import OrderCreated, OrderRejected, PlaceOrder
+from contracts.types import PricedLine, QuotedLine
 from libs.errors import InvalidMessageData
 from libs.messages.envelope import Envelope
 from libs.service.runner import HandlerContext

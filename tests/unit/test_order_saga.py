@@ -8,27 +8,27 @@ from decimal import Decimal
 
 import pytest
 
-from libs.contracts.inventory import (
+from contracts.inventory import (
     InventoryReservationFailed,
     InventoryReserved,
     ReleaseInventory,
     ReserveInventory,
 )
-from libs.contracts.order import (
+from contracts.order import (
     ApproveOrder,
     OrderConfirmed,
     OrderCreated,
     OrderRejected,
     RejectOrder,
 )
-from libs.contracts.payment import (
+from contracts.payment import (
     PaymentCaptured,
     PaymentDeclined,
     PaymentRefunded,
     ProcessPayment,
     RefundPayment,
 )
-from libs.contracts.types import PricedLine
+from contracts.types import PricedLine
 from libs.messages.registry import Message
 from libs.saga.engine import (
     DeadlinePassed,

@@ -7,15 +7,15 @@ from decimal import Decimal
 
 import pytest
 
-from inventory_svc.domain.model import ReservationStatus, Stock, release, reserve
-from libs.contracts.inventory import (
+from contracts.inventory import (
     InventoryReleased,
     InventoryReservationFailed,
     InventoryReserved,
 )
-from libs.contracts.order import OrderConfirmed, OrderCreated, OrderRejected, PlaceOrder
-from libs.contracts.payment import PaymentCaptured, PaymentDeclined, PaymentRefunded, ProcessPayment
-from libs.contracts.types import Line, PricedLine, QuotedLine
+from contracts.order import OrderConfirmed, OrderCreated, OrderRejected, PlaceOrder
+from contracts.payment import PaymentCaptured, PaymentDeclined, PaymentRefunded, ProcessPayment
+from contracts.types import Line, PricedLine, QuotedLine
+from inventory_svc.domain.model import ReservationStatus, Stock, release, reserve
 from order_svc.domain.model import Order, OrderStatus, OrderTransitionRefused
 from payment_svc.domain.model import Customer, PaymentStatus, process_payment, refund_payment
 

@@ -1,4 +1,4 @@
-"""The system is described once (libs/contracts/system.py); what is derived from it agrees."""
+"""The system is described once (contracts/system.py); what is derived from it agrees."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import importlib.util
 
 import pytest
 
-from libs.contracts.permissions import PUBLISHES, owners
-from libs.contracts.system import SYSTEM
-from libs.contracts.topology import QUEUES, TOPOLOGY
+from contracts.permissions import PUBLISHES, owners
+from contracts.system import SYSTEM
+from contracts.topology import QUEUES, TOPOLOGY
 from libs.messaging.topology import Binding, QueueSpec
 from libs.settings import Settings
 from libs.system import ServiceSpec, SystemSpec

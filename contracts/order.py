@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from libs.contracts.types import (
+from contracts.types import (
     MAX_LINES,
     Currency,
     Id,

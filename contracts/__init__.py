@@ -4,8 +4,8 @@ Services depend on this package and on nothing of each other's. ``docs/asyncapi.
 generated from :data:`REGISTRY` and :data:`TOPOLOGY` (``orderflow asyncapi``).
 """
 
-from libs.contracts import inventory, order, payment
-from libs.contracts.topology import TOPOLOGY
+from contracts import inventory, order, payment
+from contracts.topology import TOPOLOGY
 from libs.messages.registry import MessageRegistry
 
 REGISTRY = MessageRegistry(*order.MESSAGES, *payment.MESSAGES, *inventory.MESSAGES)

@@ -1,9 +1,9 @@
 """Every exchange and queue of orderflow, declared by ``orderflow setup`` and at service start:
-derived from the system's description (:mod:`libs.contracts.system`)."""
+derived from the system's description (:mod:`contracts.system`)."""
 
 from __future__ import annotations
 
-from libs.contracts.system import SYSTEM
+from contracts.system import SYSTEM
 
 EXCHANGES = SYSTEM.exchanges
 QUEUES = SYSTEM.queues

@@ -11,7 +11,7 @@ are the types anyone may send.
 
 from __future__ import annotations
 
-from libs.contracts.system import SYSTEM
+from contracts.system import SYSTEM
 from libs.system import Permissions
 
 PUBLISHES = SYSTEM.publishes

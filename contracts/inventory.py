@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from libs.contracts.types import MAX_LINES, Line, OrderId, Reason
+from contracts.types import MAX_LINES, Line, OrderId, Reason
 from libs.messages.registry import Command, Event
 
 Lines = Annotated[tuple[Line, ...], Field(min_length=1, max_length=MAX_LINES)]

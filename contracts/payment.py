@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from libs.contracts.types import Currency, Id, Money, OrderId, Reason
+from contracts.types import Currency, Id, Money, OrderId, Reason
 from libs.messages.registry import Command, Event
 
 
