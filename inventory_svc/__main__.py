@@ -1,4 +1,4 @@
 from inventory_svc.bootstrap import definition
-from libs.service.app import main
+from libs.service import main
 
 main(definition())

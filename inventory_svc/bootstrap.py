@@ -5,14 +5,14 @@ from __future__ import annotations
 from contracts import REGISTRY
 from contracts.system import SYSTEM
 from inventory_svc.handlers import HANDLERS
-from libs.pg.migrations import Migration, load
-from libs.service.app import ServiceDefinition
+from libs.pg import Migration, load_migrations
+from libs.service import ServiceDefinition
 
 NAME = "inventory_svc"
 
 
 def migrations() -> list[Migration]:
-    return load("inventory_svc.adapters", "inventory")
+    return load_migrations("inventory_svc.adapters", "inventory")
 
 
 def definition() -> ServiceDefinition:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contracts.inventory import ReleaseInventory, ReserveInventory
 from inventory_svc.adapters import repository
 from inventory_svc.domain.model import ReservationStatus, release, reserve
-from libs.service.runner import Handler, HandlerContext
+from libs.service import Handler, HandlerContext
 
 
 async def on_reserve(command: ReserveInventory, ctx: HandlerContext) -> None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from libs.messages.registry import Message
 
+__all__ = [
+    "AggregateRoot",
+]
+
 
 class AggregateRoot:
     """Mixin for a domain aggregate; ``aggregate_type`` names it in the outbox."""

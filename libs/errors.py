@@ -27,6 +27,27 @@ consumer runner decides what to do from the class alone::
 
 from __future__ import annotations
 
+__all__ = [
+    "ConcurrencyConflict",
+    "ConfigurationError",
+    "ConfirmUnknown",
+    "ImpostorMessage",
+    "InfrastructureUnavailable",
+    "InvalidMessageData",
+    "MalformedMessage",
+    "MessageTooLarge",
+    "OrderflowError",
+    "PoisonMessage",
+    "PublishError",
+    "PublishNacked",
+    "PublishUnroutable",
+    "StateOverwriteRefused",
+    "TransientError",
+    "UnknownMessageType",
+    "UnknownMessageVersion",
+    "UnsupportedContentType",
+]
+
 
 class OrderflowError(Exception):
     """Base of every error raised by the orderflow toolkit."""

@@ -20,6 +20,14 @@ from collections.abc import Callable, Mapping
 
 from libs.errors import ConfigurationError
 
+__all__ = [
+    "EXIT_CODE",
+    "KNOWN_POINTS",
+    "MARKER",
+    "NO_FAULTS",
+    "Faults",
+]
+
 KNOWN_POINTS = frozenset({"consumer.after_commit", "relay.after_publish"})
 MARKER = "fault.fired"
 EXIT_CODE = 137

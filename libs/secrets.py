@@ -15,6 +15,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
+__all__ = [
+    "ensure_secret_file",
+    "read_secret",
+    "redact",
+    "user_of",
+    "with_credentials",
+    "without_password",
+]
+
 
 def read_secret(
     *, value: SecretStr | None, file: Path | None, secrets_dir: Path, name: str

@@ -10,7 +10,6 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
@@ -27,6 +26,14 @@ from pydantic_settings import (
 
 from libs.errors import ConfigurationError
 from libs.secrets import read_secret, user_of, with_credentials
+
+__all__ = [
+    "ConsumerSettings",
+    "RelayMode",
+    "RelaySettings",
+    "SagaSettings",
+    "Settings",
+]
 
 RelayMode = Literal["in-process", "off", "only"]
 
@@ -78,25 +85,12 @@ class ConsumerSettings(BaseModel):
 
 
 class SagaSettings(BaseModel):
-    """Deadlines of the order saga's steps."""
+    """Deadlines of a saga's steps."""
 
     step_deadline: float = Field(default=10.0, gt=0, description="seconds to wait for a reply")
     retries: int = Field(default=2, ge=0, description="re-sends before compensating")
     timer_sweep: float = Field(
         default=1.0, gt=0, description="longest sleep of the deadline timer, seconds"
-    )
-
-
-class OrderSettings(BaseModel):
-    """order_svc's limits on placing orders."""
-
-    max_total: Decimal = Field(
-        default=Decimal("100000.00"),
-        gt=0,
-        le=Decimal("1000000000"),
-        decimal_places=2,
-        allow_inf_nan=False,
-        description="an order whose total (at catalog prices) is over this is refused",
     )
 
 
@@ -127,14 +121,13 @@ class Settings(BaseSettings):
     amqp_key_file: Path | None = None
     pg_admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     """A role that may create databases and roles: setup and migrations only."""
-    order_dsn: str = "postgresql://orderflow_order_svc@127.0.0.1:5432/orderflow_order"
-    payment_dsn: str = "postgresql://orderflow_payment_svc@127.0.0.1:5432/orderflow_payment"
-    inventory_dsn: str = "postgresql://orderflow_inventory_svc@127.0.0.1:5432/orderflow_inventory"
-    saga_dsn: str = "postgresql://orderflow_saga@127.0.0.1:5432/orderflow_saga"
     databases: dict[str, str] = Field(default_factory=dict)
-    """Every ``ORDERFLOW_<NAME>_DSN`` variable, by lower-case name: the database of a service
-    of the system's description that has no field above (``ORDERFLOW_SHIPPING_DSN`` for
-    ``shipping_svc``)."""
+    """Every ``ORDERFLOW_<KEY>_DSN`` variable, by lower-case key: a service's own database
+    (``ORDERFLOW_ORDER_DSN`` for ``order_svc``, see :class:`libs.system.ServiceSpec`)."""
+    pg_default_host: str = "127.0.0.1:5432"
+    """Where a service's database is when no ``ORDERFLOW_<KEY>_DSN`` names it: then it is
+    ``postgresql://<database_prefix><service>@<pg_default_host>/<database_prefix><key>``."""
+    database_prefix: str = Field(default="orderflow_", pattern=r"^[a-z][a-z0-9_]{0,40}$")
     pg_password: SecretStr | None = None
     pg_password_file: Path | None = None
     secrets_dir: Path = Path("var/secrets")
@@ -162,7 +155,6 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     consumer: ConsumerSettings = ConsumerSettings()
     saga: SagaSettings = SagaSettings()
-    order: OrderSettings = OrderSettings()
 
     def dsn_for(self, service: str) -> str:
         """The DSN of one service's own database, with its role's password when one is known."""
@@ -226,17 +218,16 @@ class Settings(BaseSettings):
         return context
 
     def _raw_dsn(self, service: str) -> str:
-        """The ``<database>_dsn`` setting of a service (``order_svc`` -> ``order_dsn``, the
-        convention of :class:`libs.system.ServiceSpec`), a field or one of ``databases``."""
+        """A service's ``ORDERFLOW_<KEY>_DSN`` (``order_svc`` -> ``ORDERFLOW_ORDER_DSN``, the
+        convention of :class:`libs.system.ServiceSpec`), else its default database."""
         key = service.removesuffix("_svc")
-        field = f"{key}_dsn" if key != "pg_admin" else ""  # never the administrator's DSN
-        dsn = getattr(self, field, None) or self.databases.get(key)
-        if not isinstance(dsn, str):
-            raise ValueError(
-                f"unknown service {service!r}: no setting names its database "
-                f"(ORDERFLOW_{key.upper()}_DSN)"
-            )
-        return dsn
+        if not _SERVICE_NAME.match(service) or key == "pg_admin":  # never the administrator's
+            raise ValueError(f"{service!r} is not a service name with a database of its own")
+        dsn = self.databases.get(key)
+        if dsn:
+            return dsn
+        prefix = self.database_prefix
+        return f"postgresql://{prefix}{service}@{self.pg_default_host}/{prefix}{key}"
 
     # -- where settings come from ---------------------------------------------------------
     _environ: ClassVar[Mapping[str, str] | None] = None
@@ -268,6 +259,7 @@ class Settings(BaseSettings):
         return FromMapping()
 
 
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _DSN_VARIABLE = re.compile(r"^ORDERFLOW_([A-Z0-9_]+)_DSN$")
 
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from contracts import REGISTRY
 from contracts.system import SYSTEM
-from libs.pg.migrations import Migration, load
-from libs.service.app import ServiceDefinition
-from libs.settings import Settings
+from libs.pg import Migration, load_migrations
+from libs.service import ServiceDefinition
 from order_svc import handlers
+from order_svc.settings import OrderSettings
 
 NAME = "order_svc"
 
 
 def migrations() -> list[Migration]:
-    return load("order_svc.adapters", "order")
+    return load_migrations("order_svc.adapters", "order")
 
 
-def definition(settings: Settings | None = None) -> ServiceDefinition:
-    handlers.configure((settings or Settings()).order)
+def definition(settings: OrderSettings | None = None) -> ServiceDefinition:
+    handlers.configure(settings or OrderSettings())
     return ServiceDefinition(
         name=NAME,
         system=SYSTEM,

@@ -8,12 +8,12 @@ from typing import Any
 
 from contracts.order import ApproveOrder, PlaceOrder, RejectOrder
 from libs.errors import InvalidMessageData, PoisonMessage
-from libs.messages.envelope import Envelope
-from libs.observability.logging import get_logger
-from libs.service.runner import Handler, HandlerContext, Refuser
-from libs.settings import OrderSettings
+from libs.messages import Envelope
+from libs.observability import get_logger
+from libs.service import Handler, HandlerContext, Refuser
 from order_svc.adapters import repository
 from order_svc.domain.model import Order
+from order_svc.settings import OrderSettings
 
 log = get_logger(__name__)
 _ORDER_IDS = uuid.UUID("2b0c8f64-54d5-4b8e-9a0e-5d1f1c3b7a90")

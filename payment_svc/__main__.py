@@ -1,4 +1,4 @@
-from libs.service.app import main
+from libs.service import main
 from payment_svc.bootstrap import definition
 
 main(definition())

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from contracts import REGISTRY
 from contracts.system import SYSTEM
-from libs.pg.migrations import Migration, load
-from libs.service.app import ServiceDefinition
+from libs.pg import Migration, load_migrations
+from libs.service import ServiceDefinition
 from payment_svc.handlers import HANDLERS
 
 NAME = "payment_svc"
 
 
 def migrations() -> list[Migration]:
-    return load("payment_svc.adapters", "payment")
+    return load_migrations("payment_svc.adapters", "payment")
 
 
 def definition() -> ServiceDefinition:

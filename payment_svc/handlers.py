@@ -7,7 +7,7 @@ the commands of one order are decided one after the other, on committed state.
 from __future__ import annotations
 
 from contracts.payment import ProcessPayment, RefundPayment
-from libs.service.runner import Handler, HandlerContext
+from libs.service import Handler, HandlerContext
 from payment_svc.adapters import repository
 from payment_svc.domain.model import process_payment, refund_payment
 

@@ -1,4 +1,4 @@
-from libs.service.app import main
+from libs.service import main
 from saga.bootstrap import definition
 
 main(definition())

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from contracts import REGISTRY
 from contracts.system import SYSTEM
-from libs.pg.migrations import Migration
-from libs.saga import store
-from libs.saga.runtime import SagaCoordinator
-from libs.service.app import Runtime, ServiceDefinition
+from libs.pg import Migration
+from libs.saga import SagaCoordinator, store
+from libs.service import Runtime, ServiceDefinition
 from libs.settings import Settings
 from saga.domain.order_saga import order_saga
 

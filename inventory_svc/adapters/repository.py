@@ -25,8 +25,7 @@ from collections.abc import Iterable
 
 from inventory_svc.domain.model import Reservation, ReservationStatus, Stock
 from libs.errors import StateOverwriteRefused
-from libs.pg.locks import KeyLock
-from libs.pg.pool import Conn
+from libs.pg import Conn, KeyLock
 
 ORDER_LOCK = KeyLock(b"RSRV", "order")
 """This table's per-order transaction lock (see ``libs.pg.locks``)."""

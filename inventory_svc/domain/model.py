@@ -18,7 +18,7 @@ from contracts.inventory import (
 )
 from contracts.types import Line
 from libs.aggregate import AggregateRoot
-from libs.messages.registry import Message
+from libs.messages import Message
 
 
 class ReservationStatus(StrEnum):

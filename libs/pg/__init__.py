@@ -1,0 +1,17 @@
+"""PostgreSQL: pools and connections, migrations, per-key locks, error translation."""
+
+from libs.pg.locks import KeyLock
+from libs.pg.migrations import Migration
+from libs.pg.migrations import apply as apply_migrations
+from libs.pg.migrations import load as load_migrations
+from libs.pg.pool import Conn, connect, create_pool
+
+__all__ = [
+    "Conn",
+    "KeyLock",
+    "Migration",
+    "apply_migrations",
+    "connect",
+    "create_pool",
+    "load_migrations",
+]

@@ -42,7 +42,7 @@ from libs.pg.pool import Conn
 from libs.saga import store
 from libs.saga.definition import SagaDefinition
 from libs.saga.engine import DeadlinePassed, Input, Reply, SagaState, Transition, start, transition
-from libs.service.runner import HandlerContext
+from libs.service.context import HandlerContext
 
 log = get_logger(__name__)
 _MILESTONES = frozenset(

@@ -1,0 +1,17 @@
+"""The service runtime: a service's definition, its handlers' context, the runner and ``main``."""
+
+from libs.service.app import Runtime, ServiceDefinition, main, serve
+from libs.service.context import Handler, HandlerContext, Refuser
+from libs.service.runner import MessageRunner, RunnerStats
+
+__all__ = [
+    "Handler",
+    "HandlerContext",
+    "MessageRunner",
+    "Refuser",
+    "RunnerStats",
+    "Runtime",
+    "ServiceDefinition",
+    "main",
+    "serve",
+]

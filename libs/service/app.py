@@ -29,7 +29,8 @@ from libs.observability.tracing import setup_tracing, shutdown_tracing
 from libs.outbox.relay import OutboxRelay, Wakeup
 from libs.pg.pool import create_pool
 from libs.secrets import user_of
-from libs.service.runner import Handler, MessageRunner, Refuser
+from libs.service.context import Handler, Refuser
+from libs.service.runner import MessageRunner
 from libs.settings import RelayMode, Settings
 from libs.system import ServiceSpec, SystemSpec
 

@@ -1,16 +1,18 @@
-"""One message = one transaction = one ack.
+"""Handling deliveries: one path for a single delivery and for a batch (a batch of one).
 
-For each delivery the runner:
+For the deliveries it is given the runner:
 
-1. reads it (size, content type, bounded JSON, CloudEvent, known type and version, the sender's
-   broker-verified ``user_id`` against the type's owners, schema); anything wrong — including
-   exceptions nobody predicted, such as a ``RecursionError`` or header bytes that are not text —
-   is *poison*: dead-lettered at once with the reason, never retried, and the consumer carries
-   on. A type may have a *refuser* instead: data that fails its schema is then answered (for
-   example with a rejection event) in the same kind of transaction as a handler's, and acked;
-2. opens one transaction: inbox insert (``ON CONFLICT DO NOTHING``; a duplicate commits nothing
-   else), the handler's state changes, the handler's outbox rows — commit;
-3. wakes the relay, then acks. An ack is never sent before the commit.
+1. reads each (:mod:`libs.service.reading`); anything wrong is *poison*: dead-lettered with the
+   reason, never retried. A type may have a *refuser* instead: data that fails its schema is
+   then answered (for example with a rejection event) like a handler's work, and acked;
+2. opens one transaction for all the readable ones: their inbox rows (``ON CONFLICT DO
+   NOTHING``; a duplicate commits nothing else), each handler's state changes and outbox rows,
+   each in its own CONSUMER span and log context — commit;
+3. wakes the relay, then acks: one ack (``multiple=True`` on the last) when every delivery of a
+   batch of several is to be acked, else one by one. An ack is never sent before the commit.
+
+When a batch of several fails as a whole, it is rolled back and each message is committed alone
+with its own retries, so one bad message costs only itself.
 
 Failures inside step 2 are translated (``libs.pg.errors``): a serialization failure or deadlock is
 retried with backoff up to ``conflict_retries`` times; an unreachable database is retried for up to
@@ -26,29 +28,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from libs import backoff
-from libs.aggregate import AggregateRoot
-from libs.errors import (
-    ConcurrencyConflict,
-    ImpostorMessage,
-    InfrastructureUnavailable,
-    InvalidMessageData,
-    MalformedMessage,
-    PoisonMessage,
-    UnknownMessageType,
-    UnsupportedContentType,
-)
+from libs.errors import ConcurrencyConflict, InfrastructureUnavailable, PoisonMessage
 from libs.faults import NO_FAULTS, Faults
 from libs.inbox import store as inbox
-from libs.messages import codec
 from libs.messages.envelope import Envelope
 from libs.messages.registry import Message, MessageRegistry
 from libs.messaging.consumer import DeadLetterPublisher, Delivery, delivery_count, settle
@@ -60,95 +53,46 @@ from libs.outbox.store import OutboxWriter
 from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.errors import translate
 from libs.pg.pool import Conn
+from libs.service.context import Handler, HandlerContext, Refuser
+from libs.service.reading import DeliveryReader, Refusal
 from libs.settings import ConsumerSettings
+
+__all__ = ["MessageRunner", "RunnerStats"]
 
 log = get_logger(__name__)
 _tracer = tracer("orderflow.consumer")
 OTHER_ERROR_RETRIES = 2
-_PLAIN_ENCODINGS = frozenset({"identity", "utf-8", "utf8"})
-
-
-@dataclass(slots=True)
-class HandlerContext:
-    """What a handler may touch: its transaction's connection and its outbox."""
-
-    conn: Conn
-    envelope: Envelope
-    registry: MessageRegistry
-    source: str
-    outbox: OutboxWriter = field(default_factory=OutboxWriter)
-    aggregates: list[AggregateRoot] = field(default_factory=list)
-
-    def collect(self, aggregate: AggregateRoot) -> None:
-        """Track an aggregate: its recorded events go to the outbox when the handler returns."""
-        if aggregate not in self.aggregates:
-            self.aggregates.append(aggregate)
-
-    def write_collected(self) -> None:
-        for aggregate in self.aggregates:
-            for event in aggregate.pull_events():
-                self.send(
-                    event,
-                    aggregate_type=aggregate.aggregate_type,
-                    aggregate_id=aggregate.aggregate_id,
-                    subject=aggregate.aggregate_id,
-                )
-
-    def send(
-        self,
-        message: Message,
-        *,
-        aggregate_type: str,
-        aggregate_id: str,
-        subject: str | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        """Queue a command or event in the outbox, caused by the message being handled."""
-        spec = self.registry.spec_of(message)
-        envelope = self.registry.envelope(
-            message,
-            source=self.source,
-            subject=subject if subject is not None else self.envelope.subject,
-            correlation_id=self.envelope.correlationid or self.envelope.id,
-            causation_id=self.envelope.id,
-            message_id=message_id,
-        )
-        self.outbox.add(
-            envelope,
-            exchange=spec.exchange,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-        )
-        return envelope.id
-
-
-Handler = Callable[[Any, HandlerContext], Awaitable[None]]
-Refuser = Callable[[Envelope, PoisonMessage, HandlerContext], Awaitable[bool]]
-"""Answers a message whose data its type refuses; True once answered, False to dead-letter."""
-
-
-class _Refusal:
-    """A refusal runs like a handler (same transaction, inbox row, outbox, ack); when the refuser
-    cannot answer, the original error dead-letters the message as if there were no refuser.
-    Refusals answer strangers' data, so a batch runs each in a savepoint of its own: one that a
-    stranger makes fail (garbage naming a live order) costs that message, not the batch."""
-
-    def __init__(self, refuse: Refuser, error: PoisonMessage) -> None:
-        self._refuse, self._error = refuse, error
-        self.__qualname__ = f"refusal:{getattr(refuse, '__qualname__', 'refuse')}"
-
-    async def __call__(self, _: Any, ctx: HandlerContext) -> None:
-        if not await self._refuse(ctx.envelope, self._error, ctx):
-            raise self._error
 
 
 @dataclass(slots=True)
 class RunnerStats:
+    """What the runner did, counted as it happens (not read back from its log)."""
+
     processed: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
     retries: int = 0
     requeued: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Work:
+    """One delivery on its way: its span, what reading it gave, and how it is to be settled."""
+
+    delivery: Delivery
+    span: Span
+    envelope: Envelope | None = None
+    message: Message | None = None
+    handler: Handler | None = None
+    error: BaseException | None = None  # to be dead-lettered with
+    attempts: int = 0
+    requeue: bool = False  # settle by returning it to the queue
+
+    @property
+    def key(self) -> str:
+        """The inbox key: the event id in the form PostgreSQL prints a uuid in."""
+        assert self.envelope is not None
+        return str(uuid.UUID(self.envelope.id))
 
 
 class MessageRunner:
@@ -176,13 +120,18 @@ class MessageRunner:
         self._source = source
         self._pool = pool
         self._registry = registry
-        self._handlers = {registry.spec_of(model).type: h for model, h in handlers.items()}
         self._dead_letters = dead_letters
         self._wakeup = wakeup
         self._settings = settings or ConsumerSettings()
         self._faults = faults
-        self._senders = dict(senders or {})
-        self._refusals = dict(refusals or {})
+        self._reader = DeliveryReader(
+            consumer=consumer,
+            registry=registry,
+            handlers={registry.spec_of(model).type: h for model, h in handlers.items()},
+            max_body_bytes=self._settings.max_body_bytes,
+            senders=dict(senders or {}),
+            refusals=dict(refusals or {}),
+        )
         self._stopping = False
         self.stats = RunnerStats()
 
@@ -190,353 +139,232 @@ class MessageRunner:
         self._stopping = True
 
     async def __call__(self, delivery: Delivery) -> None:
-        structlog.contextvars.bind_contextvars(
-            message_id=delivery.message_id, message_type=delivery.type, queue=self.queue
-        )
+        """One delivery: a batch of one."""
+        await self.process_batch([delivery])
+
+    async def process_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """Handle and settle ``deliveries`` (see the module docstring).
+
+        Called by one worker per channel in batch mode, so no other worker's deliveries can be
+        acked by the multiple ack; a batch of one is acked alone.
+        """
+        works = [self._open(delivery) for delivery in deliveries]
         try:
-            await self._process(delivery)
+            readable = [w for w in works if w.error is None]
+            if len(readable) > 1:
+                try:
+                    await self._commit(readable)
+                except Exception as raw:
+                    log.info(
+                        "consumer.batch_fallback",
+                        size=len(readable),
+                        error_class=type(translate(raw)).__name__,
+                    )
+                    for work in readable:
+                        await self._commit_with_retries(work)
+            elif readable:
+                await self._commit_with_retries(readable[0])
+            if readable:
+                self._faults.point("consumer.after_commit")
+            for work in works:
+                if work.error is not None and not work.requeue:
+                    with self._current(work):
+                        work.requeue = not await self._publish_dead_letter(work)
+            if len(works) > 1 and not any(w.requeue for w in works):
+                await settle(deliveries[-1], ack=True, multiple=True)
+            else:
+                for work in works:
+                    await settle(work.delivery, ack=not work.requeue)
         finally:
-            structlog.contextvars.unbind_contextvars(
-                "message_id", "message_type", "queue", "order_id"
-            )
+            for work in works:
+                work.span.end()
 
-    async def _process(self, delivery: Delivery) -> None:
-        parent = context_from_headers(delivery.headers or {})
-        with _tracer.start_as_current_span(
+    # -- reading ---------------------------------------------------------------------------
+    def _open(self, delivery: Delivery) -> _Work:
+        """The delivery's CONSUMER span, started, and what reading it gave."""
+        span = _tracer.start_span(
             f"process {delivery.routing_key or self.queue}",
-            context=parent,
+            context=context_from_headers(delivery.headers or {}),
             kind=SpanKind.CONSUMER,
-            attributes=self._span_attributes(delivery, None),
-        ) as span:
-            try:
-                envelope, message, handler = self._read(delivery)
-            except PoisonMessage as exc:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            attributes=process_attributes(
+                exchange=delivery.exchange or "",
+                routing_key=delivery.routing_key or "",
+                message_id=delivery.message_id or "",
+                queue=self.queue,
+            ),
+        )
+        work = _Work(delivery, span)
+        try:
+            work.envelope, work.message, work.handler = self._reader.read(delivery)
+        except PoisonMessage as exc:
+            work.error = exc
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            with self._current(work):
                 log.warning("consumer.poison", error_class=type(exc).__name__, error=str(exc))
-                await self._dead_letter(delivery, exc, attempts=0)
-                return
-            if envelope.subject:
-                span.set_attribute("orderflow.order_id", envelope.subject)
-                structlog.contextvars.bind_contextvars(order_id=envelope.subject)
-            outcome, attempts = await self._run_with_retries(envelope, message, handler)
-            if outcome is not None:
-                span.record_exception(outcome)
-                span.set_status(Status(StatusCode.ERROR, type(outcome).__name__))
-                if self._stopping and isinstance(outcome, InfrastructureUnavailable):
-                    self.stats.requeued += 1
-                    await settle(delivery, ack=False)
-                    return
-                await self._dead_letter(delivery, outcome, attempts=attempts)
-                return
-            self._faults.point("consumer.after_commit")
-            await settle(delivery, ack=True)
+            return work
+        if work.envelope.subject:
+            span.set_attribute("orderflow.order_id", work.envelope.subject)
+        return work
 
-    def _read(self, delivery: Delivery) -> tuple[Envelope, Message | None, Handler]:
-        """The delivery as (event, message, handler), or the PoisonMessage that says why not.
+    @contextmanager
+    def _current(self, work: _Work) -> Iterator[None]:
+        """The work's span is the current span and its ids are in every log line meanwhile."""
+        context: dict[str, Any] = {
+            "message_id": work.delivery.message_id,
+            "message_type": work.delivery.type,
+            "queue": self.queue,
+        }
+        if work.envelope is not None and work.envelope.subject:
+            context["order_id"] = work.envelope.subject
+        with (
+            trace.use_span(work.span, end_on_exit=False),
+            structlog.contextvars.bound_contextvars(**context),
+        ):
+            yield
 
-        Whatever goes wrong while reading is poison, predicted or not: a reader that lets any
-        exception out would leave the delivery unsettled, holding a prefetch slot forever.
-        """
-        try:
-            return self._read_unguarded(delivery)
-        except PoisonMessage:
-            raise
-        except Exception as exc:
-            raise MalformedMessage(
-                f"the delivery could not be read: {type(exc).__name__}: {str(exc)[:200]}"
-            ) from None
-
-    def _read_unguarded(self, delivery: Delivery) -> tuple[Envelope, Message | None, Handler]:
-        if (delivery.content_encoding or "identity").lower() not in _PLAIN_ENCODINGS:
-            raise UnsupportedContentType(
-                f"content encoding {str(delivery.content_encoding)[:40]!r}: the body must be "
-                "plain UTF-8 JSON"
-            )
-        envelope = codec.decode(
-            delivery.body,
-            content_type=delivery.content_type,
-            max_bytes=self._settings.max_body_bytes,
-        )
-        # The event's own id is the idempotency key. The AMQP message_id should mirror it, but
-        # clients (aio-pika among them) fill it with a random id when the caller sets none.
-        self._registry.spec(envelope.type)  # unknown type or version: say which
-        handler = self._handlers.get(envelope.type)
-        if handler is None:
-            raise UnknownMessageType(f"{self.consumer} has no handler for {envelope.type}")
-        self._check_sender(envelope.type, delivery.user_id)
-        try:
-            return envelope, self._registry.parse(envelope), handler
-        except InvalidMessageData as exc:
-            refuse = self._refusals.get(envelope.type)
-            if refuse is None:
-                raise
-            return envelope, None, _Refusal(refuse, exc)
-
-    def _check_sender(self, type_name: str, user_id: object) -> None:
-        """A type owned by a service is accepted only from that service's broker user.
-
-        The broker refuses a publish whose ``user_id`` is not the publisher's login, so the
-        property names who really sent the message (absent: the sender did not say).
-        """
-        allowed = self._senders.get(type_name)
-        if allowed is None or user_id in allowed:
-            return
-        sender = f"user {str(user_id)[:64]!r}" if user_id else "a publisher that set no user_id"
-        raise ImpostorMessage(
-            f"{type_name} is accepted only from {', '.join(sorted(allowed))}; "
-            f"this one came from {sender}"
-        )
-
-    async def _run_with_retries(
-        self, envelope: Envelope, message: Message | None, handler: Handler
-    ) -> tuple[BaseException | None, int]:
-        """(None, attempts) once committed, or (the error to dead-letter with, attempts)."""
-        conflicts = others = attempts = 0
+    # -- committing ------------------------------------------------------------------------
+    async def _commit_with_retries(self, work: _Work) -> None:
+        """Commit one message alone, retrying what may pass; what still fails is left in
+        ``work.error`` (or ``work.requeue`` when stopping without a database)."""
+        conflicts = others = 0
         unavailable_since: float | None = None
         while True:
-            attempts += 1
+            work.attempts += 1
+            work.error = None
             try:
-                await self._transaction(envelope, message, handler)
-                return None, attempts
+                await self._commit([work])
+                return
             except PoisonMessage as exc:  # raised by a handler: the data breaks a domain limit
-                return exc, attempts
+                self._fail(work, exc)
+                return
             except Exception as raw:
                 error = translate(raw)
-                if isinstance(error, ConcurrencyConflict):
-                    conflicts += 1
-                    give_up = conflicts > self._settings.conflict_retries
-                elif isinstance(error, InfrastructureUnavailable):
-                    unavailable_since = unavailable_since or time.monotonic()
-                    give_up = self._stopping or (
-                        time.monotonic() - unavailable_since > self._settings.unavailable_window
+                with self._current(work):
+                    if isinstance(error, ConcurrencyConflict):
+                        conflicts += 1
+                        give_up = conflicts > self._settings.conflict_retries
+                    elif isinstance(error, InfrastructureUnavailable):
+                        unavailable_since = unavailable_since or time.monotonic()
+                        give_up = self._stopping or (
+                            time.monotonic() - unavailable_since > self._settings.unavailable_window
+                        )
+                    else:
+                        others += 1
+                        give_up = others > OTHER_ERROR_RETRIES
+                        log.error(
+                            "consumer.handler_failed",
+                            error_class=type(error).__name__,
+                            error=str(error),
+                            attempt=work.attempts,
+                            exc_info=raw,
+                        )
+                    if give_up:
+                        self._fail(work, error)
+                        if self._stopping and isinstance(error, InfrastructureUnavailable):
+                            work.requeue = True
+                            self.stats.requeued += 1
+                        return
+                    self.stats.retries += 1
+                    delay = backoff.delay(
+                        work.attempts, base=self._settings.retry_base, cap=self._settings.retry_cap
                     )
-                else:
-                    others += 1
-                    give_up = others > OTHER_ERROR_RETRIES
-                    log.error(
-                        "consumer.handler_failed",
+                    log.info(
+                        "consumer.retry",
                         error_class=type(error).__name__,
-                        error=str(error),
-                        attempt=attempts,
-                        exc_info=raw,
+                        attempt=work.attempts,
+                        retry_in=round(delay, 3),
                     )
-                if give_up:
-                    return error, attempts
-                self.stats.retries += 1
-                delay = backoff.delay(
-                    attempts, base=self._settings.retry_base, cap=self._settings.retry_cap
-                )
-                log.info(
-                    "consumer.retry",
-                    error_class=type(error).__name__,
-                    attempt=attempts,
-                    retry_in=round(delay, 3),
-                )
                 await asyncio.sleep(delay)
 
-    async def _transaction(
-        self, envelope: Envelope, message: Message | None, handler: Handler
-    ) -> None:
-        async with self._pool.acquire() as conn:
-            with _db_span(handler, batched=False):
-                async with unit_of_work(conn, self._wakeup) as uow:
-                    fresh = await inbox.claim(
-                        conn,
-                        consumer=self.consumer,
-                        message_id=envelope.id,
-                        message_type=envelope.type,
-                    )
-                    if not fresh:
-                        self.stats.duplicates += 1
-                        log.info("consumer.duplicate")
-                        return
-                    await self._handle(conn, uow, envelope, message, handler)
-            self.stats.processed += 1
-            log.debug("consumer.handled", outbox_rows=uow.written)
+    @staticmethod
+    def _fail(work: _Work, error: BaseException) -> None:
+        work.error = error
+        work.span.record_exception(error)
+        work.span.set_status(Status(StatusCode.ERROR, type(error).__name__))
 
-    # -- batches ---------------------------------------------------------------------------
-    async def process_batch(self, deliveries: Sequence[Delivery]) -> None:
-        """Several deliveries, one transaction, one ack (``multiple=True`` on the last).
+    async def _commit(self, works: list[_Work]) -> None:
+        """One transaction for ``works``: inbox rows, then each fresh message's handler.
 
-        Each message's inbox row, state changes and outbox rows still commit together, and its
-        ack still follows the commit: the batch is all-or-nothing. Poison is dead-lettered first
-        (confirmed), then covered by the same ack. If the batch transaction fails for any
-        reason, it is rolled back and every message goes through the one-by-one path, with its
-        own retries, dead-lettering and ack. Called by one worker per channel, so no other
-        worker's deliveries can be acked by the multiple ack.
+        A refusal that cannot answer is undone alone (its savepoint, its outbox rows and its
+        inbox row, so that a replay of its dead letter is processed) and left with its error, to
+        be dead-lettered after the commit; anything else that raises rolls back everything.
         """
-        if len(deliveries) == 1:
-            await self(deliveries[0])
-            return
-        readable: list[tuple[Delivery, Envelope, Message | None, Handler]] = []
-        requeued: list[Delivery] = []
-        for delivery in deliveries:
-            try:
-                readable.append((delivery, *self._read(delivery)))
-            except PoisonMessage as exc:
-                log.warning(
-                    "consumer.poison",
-                    error_class=type(exc).__name__,
-                    error=str(exc),
-                    message_id=delivery.message_id,
-                )
-                if not await self._publish_dead_letter(delivery, exc, attempts=0):
-                    requeued.append(delivery)
-        refused: list[tuple[Delivery, PoisonMessage]] = []
-        try:
-            await self._batch_transaction(readable, refused)
-        except Exception as raw:
-            error = translate(raw)
-            log.info(
-                "consumer.batch_fallback", size=len(readable), error_class=type(error).__name__
+        handled: list[_Work] = []
+        duplicates: list[_Work] = []
+        async with self._pool.acquire() as conn, unit_of_work(conn, self._wakeup) as uow:
+            fresh = await inbox.claim_many(
+                conn,
+                consumer=self.consumer,
+                messages=[(w.key, w.envelope.type) for w in works if w.envelope is not None],
             )
-            for delivery, *_ in readable:
-                await self(delivery)
-            await self._settle_rest(deliveries, requeued, skip={id(r[0]) for r in readable})
-            return
-        self._faults.point("consumer.after_commit")
-        for delivery, error in refused:  # committed without them: now their dead letters
-            if not await self._publish_dead_letter(delivery, error, attempts=1):
-                requeued.append(delivery)
-        if requeued:
-            await self._settle_rest(deliveries, requeued, skip=set())
-            return
-        await settle(deliveries[-1], ack=True, multiple=True)
-
-    async def _settle_rest(
-        self, deliveries: Sequence[Delivery], requeued: list[Delivery], *, skip: set[int]
-    ) -> None:
-        """Settle one by one what the batch did not: poison acks, failed dead-letters requeued."""
-        for delivery in deliveries:
-            if id(delivery) in skip:
-                continue
-            await settle(delivery, ack=not any(delivery is r for r in requeued))
-
-    async def _batch_transaction(
-        self,
-        items: list[tuple[Delivery, Envelope, Message | None, Handler]],
-        refused: list[tuple[Delivery, PoisonMessage]],
-    ) -> None:
-        """Commit the batch; a refusal that cannot answer is undone alone (its savepoint, its
-        outbox rows and its inbox row, so that a replay of its dead letter is processed) and
-        appended to ``refused`` for the caller to dead-letter after the commit."""
-        if not items:
-            return
-        keys = [_canonical(envelope.id) for _, envelope, _, _ in items]
-        async with self._pool.acquire() as conn:
-            async with unit_of_work(conn, self._wakeup) as uow:
-                writer = uow
-                fresh = await inbox.claim_many(
-                    conn,
-                    consumer=self.consumer,
-                    messages=[(k, e.type) for k, (_, e, _, _) in zip(keys, items, strict=True)],
-                )
-                done: set[str] = set()
-                undone: set[str] = set()  # refused here: a later copy is a duplicate too
-                for key, (delivery, envelope, message, handler) in zip(keys, items, strict=True):
-                    if key not in fresh or key in done or key in undone:
-                        self.stats.duplicates += 1
-                        log.info(
-                            "consumer.duplicate",
-                            message_id=delivery.message_id,
-                            message_type=delivery.type,
-                            queue=self.queue,
-                            batched=True,
-                        )
-                        continue
-                    done.add(key)
-                    if not isinstance(handler, _Refusal):
-                        await self._handle_in_batch(
-                            conn, writer, delivery, envelope, message, handler
-                        )
-                        continue
-                    mark = len(writer.pending)
-                    try:
-                        async with conn.transaction():  # a savepoint
-                            await self._handle_in_batch(
-                                conn, writer, delivery, envelope, message, handler
-                            )
-                    except PoisonMessage as exc:
-                        del writer.pending[mark:]
-                        await inbox.forget(conn, consumer=self.consumer, message_id=key)
-                        done.discard(key)
-                        undone.add(key)
-                        refused.append((delivery, exc))
-            self.stats.processed += len(done)
-
-    async def _handle_in_batch(
-        self,
-        conn: Conn,
-        writer: OutboxWriter,
-        delivery: Delivery,
-        envelope: Envelope,
-        message: Message | None,
-        handler: Handler,
-    ) -> None:
-        structlog.contextvars.bind_contextvars(
-            message_id=delivery.message_id,
-            message_type=delivery.type,
-            queue=self.queue,
-            order_id=envelope.subject,
-        )
-        try:
-            with (
-                _tracer.start_as_current_span(
-                    f"process {delivery.routing_key or self.queue}",
-                    context=context_from_headers(delivery.headers or {}),
-                    kind=SpanKind.CONSUMER,
-                    attributes=self._span_attributes(delivery, envelope),
-                ),
-                _db_span(handler, batched=True),
-            ):
-                await self._handle(conn, writer, envelope, message, handler)
-                log.debug("consumer.handled", batched=True)
-        finally:
-            structlog.contextvars.unbind_contextvars(
-                "message_id", "message_type", "queue", "order_id"
-            )
+            seen: set[str] = set()  # a second copy in the same batch is a duplicate too
+            for work in works:
+                if work.key not in fresh or work.key in seen:
+                    duplicates.append(work)
+                    continue
+                seen.add(work.key)
+                with self._current(work):
+                    if await self._handle(conn, uow, work, batched=len(works) > 1):
+                        handled.append(work)
+        self.stats.processed += len(handled)
+        self.stats.duplicates += len(duplicates)
+        for work in duplicates:
+            with self._current(work):
+                log.info("consumer.duplicate")
+        for work in handled:
+            with self._current(work):
+                log.debug("consumer.handled", outbox_rows=uow.written)
 
     async def _handle(
-        self,
-        conn: Conn,
-        outbox: OutboxWriter,
-        envelope: Envelope,
-        message: Message | None,
-        handler: Handler,
-    ) -> None:
-        """Run the handler in the caller's transaction; its aggregates' events go to ``outbox``."""
+        self, conn: Conn, outbox: OutboxWriter, work: _Work, *, batched: bool
+    ) -> bool:
+        """Run the work's handler in the caller's transaction; its aggregates' events go to
+        ``outbox``. False when a refusal could not answer (undone, ``work.error`` set)."""
+        assert work.envelope is not None
+        assert work.handler is not None
         ctx = HandlerContext(
             conn=conn,
-            envelope=envelope,
+            envelope=work.envelope,
             registry=self._registry,
             source=self._source,
             outbox=outbox,
         )
-        await handler(message, ctx)
-        ctx.write_collected()
+        with _tracer.start_as_current_span(
+            "postgresql transaction",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system": "postgresql",
+                "db.operation.name": "TRANSACTION",
+                "orderflow.handler": getattr(work.handler, "__qualname__", repr(work.handler)),
+                "orderflow.batched": batched,
+            },
+        ):
+            if not isinstance(work.handler, Refusal):
+                await work.handler(work.message, ctx)
+                ctx.write_collected()
+                return True
+            mark = len(outbox.pending)
+            try:
+                async with conn.transaction():  # a savepoint
+                    await work.handler(work.message, ctx)
+                    ctx.write_collected()
+            except PoisonMessage as exc:
+                del outbox.pending[mark:]
+                await inbox.forget(conn, consumer=self.consumer, message_id=work.key)
+                self._fail(work, exc)
+                work.attempts = max(work.attempts, 1)
+                return False
+            return True
 
-    def _span_attributes(self, delivery: Delivery, envelope: Envelope | None) -> dict[str, Any]:
-        attributes = process_attributes(
-            exchange=delivery.exchange or "",
-            routing_key=delivery.routing_key or "",
-            message_id=delivery.message_id or "",
-            queue=self.queue,
-        )
-        if envelope is not None and envelope.subject:
-            attributes["orderflow.order_id"] = envelope.subject
-        return attributes
-
-    async def _publish_dead_letter(
-        self, delivery: Delivery, error: BaseException, *, attempts: int
-    ) -> bool:
+    # -- dead letters ----------------------------------------------------------------------
+    async def _publish_dead_letter(self, work: _Work) -> bool:
         """Dead-letter without settling; False when the broker did not confirm it, after a pause
         (the caller requeues the delivery, which must not come straight back in a tight loop)."""
+        assert work.error is not None
+        attempts = max(work.attempts, delivery_count(work.delivery))
         try:
             await self._dead_letters.dead_letter(
-                delivery,
-                queue=self.queue,
-                error=error,
-                attempts=max(attempts, delivery_count(delivery)),
+                work.delivery, queue=self.queue, error=work.error, attempts=attempts
             )
         except Exception as exc:  # not confirmed, or the channel is gone: requeue, never drop
             log.error("consumer.dead_letter_failed", error=f"{type(exc).__name__}: {exc}")
@@ -546,34 +374,8 @@ class MessageRunner:
         self.stats.dead_lettered += 1
         log.warning(
             "consumer.dead_lettered",
-            error_class=type(error).__name__,
-            error=str(error)[:300],
-            attempts=max(attempts, delivery_count(delivery)),
+            error_class=type(work.error).__name__,
+            error=str(work.error)[:300],
+            attempts=attempts,
         )
         return True
-
-    async def _dead_letter(
-        self, delivery: Delivery, error: BaseException, *, attempts: int
-    ) -> None:
-        """Dead-letter and settle: ack once the dead letter is confirmed, else requeue."""
-        confirmed = await self._publish_dead_letter(delivery, error, attempts=attempts)
-        await settle(delivery, ack=confirmed)
-
-
-def _db_span(handler: Handler, *, batched: bool) -> Any:
-    """The CLIENT span around a handler's database work."""
-    return _tracer.start_as_current_span(
-        "postgresql transaction",
-        kind=SpanKind.CLIENT,
-        attributes={
-            "db.system": "postgresql",
-            "db.operation.name": "TRANSACTION",
-            "orderflow.handler": getattr(handler, "__qualname__", repr(handler)),
-            "orderflow.batched": batched,
-        },
-    )
-
-
-def _canonical(message_id: str) -> str:
-    """The form PostgreSQL prints a uuid in, to match ids the inbox returns."""
-    return str(uuid.UUID(message_id))

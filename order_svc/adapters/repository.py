@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from decimal import Decimal
 
-from libs.pg.pool import Conn
+from libs.pg import Conn
 from order_svc.domain.model import Order, OrderLine, OrderStatus
 
 

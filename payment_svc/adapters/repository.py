@@ -27,8 +27,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from libs.errors import StateOverwriteRefused
-from libs.pg.locks import KeyLock
-from libs.pg.pool import Conn
+from libs.pg import Conn, KeyLock
 from payment_svc.domain.model import Customer, Payment, PaymentStatus
 
 ORDER_LOCK = KeyLock(b"PAYM", "order")

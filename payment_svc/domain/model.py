@@ -22,7 +22,7 @@ from contracts.payment import (
     ProcessPayment,
 )
 from libs.aggregate import AggregateRoot
-from libs.messages.registry import Message
+from libs.messages import Message
 
 ZERO = Decimal("0.00")
 

@@ -31,8 +31,8 @@ from contracts.payment import (
     RefundPayment,
 )
 from contracts.types import Line
-from libs.messages.registry import Event, Message
-from libs.saga.definition import Data, SagaDefinition, Step
+from libs.messages import Event, Message
+from libs.saga import Data, SagaDefinition, Step
 
 
 def _data(event: Event) -> dict[str, Any]:

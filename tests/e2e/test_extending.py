@@ -15,17 +15,12 @@ from contextlib import AsyncExitStack
 
 import aio_pika
 
-from libs.messages import codec
-from libs.messages.envelope import CONTENT_TYPE
-from libs.messages.registry import Command, Event, MessageRegistry
-from libs.messaging.topology import Binding, QueueSpec, declare
-from libs.pg.migrations import Migration
-from libs.pg.pool import connect
+from libs.messages import CONTENT_TYPE, Command, Event, MessageRegistry, codec
+from libs.messaging import Binding, QueueSpec, declare
+from libs.pg import Migration, connect
+from libs.saga import SagaCoordinator, SagaDefinition, Step
 from libs.saga import store as saga_store
-from libs.saga.definition import SagaDefinition, Step
-from libs.saga.runtime import SagaCoordinator
-from libs.service.app import Runtime, ServiceDefinition, serve
-from libs.service.runner import HandlerContext
+from libs.service import HandlerContext, Runtime, ServiceDefinition, serve
 from libs.settings import Settings
 from libs.system import ServiceSpec, SystemSpec
 from libs.testing.infra import temporary_database, temporary_vhost

@@ -18,11 +18,11 @@ from contracts.types import PricedLine, QuotedLine
 from libs.errors import InvalidMessageData
 from libs.messages.envelope import Envelope
 from libs.service.runner import HandlerContext
-from libs.settings import OrderSettings, Settings
 from order_svc import handlers
 from order_svc.adapters import repository
 from order_svc.bootstrap import definition
 from order_svc.domain.model import Order, OrderStatus, refusal
+from order_svc.settings import OrderSettings
 
 ORDER = str(uuid.uuid4())
 CATALOG = {"WIDGET": Decimal("9.99"), "GADGET": Decimal("24.50"), "GIZMO": Decimal("149.00")}
@@ -177,10 +177,10 @@ def test_a_price_is_optional_on_place_order_and_required_on_order_created() -> N
         )
 
 
-def test_the_cap_is_a_setting() -> None:
+def test_the_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert OrderSettings().max_total == Decimal("100000.00")
-    settings = Settings(order=OrderSettings(max_total=Decimal("50.00")))
-    assert settings.order.max_total == Decimal("50.00")
+    monkeypatch.setenv("ORDERFLOW_ORDER__MAX_TOTAL", "50.00")
+    assert OrderSettings().max_total == Decimal("50.00")
 
 
 # -- the handler and the refuser, with the repository replaced by a dictionary ---------------
@@ -341,7 +341,7 @@ async def test_the_refusal_reason_is_cut_to_500_characters(orders: FakeOrders) -
 
 def test_the_service_registers_the_refuser_and_takes_the_cap_from_settings() -> None:
     try:
-        service = definition(Settings(order=OrderSettings(max_total=Decimal("12.34"))))
+        service = definition(OrderSettings(max_total=Decimal("12.34")))
         assert service.refusals == {PlaceOrder.TYPE: handlers.refuse_place_order}
         assert handlers._settings.max_total == Decimal("12.34")
     finally:
