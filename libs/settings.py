@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from libs.errors import ConfigurationError
+from libs.messaging.admin import ManagementApi
 from libs.secrets import read_secret, user_of, with_credentials
 
 __all__ = [
@@ -119,6 +120,13 @@ class Settings(BaseSettings):
     amqp_ca_file: Path | None = None
     amqp_cert_file: Path | None = None
     amqp_key_file: Path | None = None
+    rabbitmq_api: str | None = None
+    """The broker's management HTTP API, for administration where ``rabbitmqctl`` is not on
+    PATH (default: port 15672 of the ``amqp_url`` host)."""
+    rabbitmq_admin_user: str | None = None
+    """Its login (default: the ``amqp_url`` user)."""
+    rabbitmq_admin_password: SecretStr | None = None
+    """Its password (default: the ``amqp_url`` password)."""
     pg_admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     """A role that may create databases and roles: setup and migrations only."""
     databases: dict[str, str] = Field(default_factory=dict)
@@ -187,6 +195,18 @@ class Settings(BaseSettings):
                 f"{self.secrets_dir}/amqp_{user}) or set ORDERFLOW_AMQP_PASSWORD(_FILE)"
             )
         return with_credentials(self.amqp_url, user=user, password=password)
+
+    def management_api(self) -> ManagementApi:
+        """The management API as configured, defaults taken from ``amqp_url``."""
+        url = urlsplit(self.amqp_url)
+        password = self.rabbitmq_admin_password
+        return ManagementApi(
+            url=self.rabbitmq_api or f"http://{url.hostname or '127.0.0.1'}:15672",
+            user=self.rabbitmq_admin_user or unquote(url.username or "guest"),
+            password=(
+                password.get_secret_value() if password else unquote(url.password or "guest")
+            ),
+        )
 
     def broker_user(self, service: str) -> str:
         return f"{self.amqp_user_prefix}{service}"

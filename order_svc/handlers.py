@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from contracts.order import ApproveOrder, PlaceOrder, RejectOrder
+from contracts.types import Id
 from libs.errors import InvalidMessageData, PoisonMessage
 from libs.messages import Envelope
 from libs.observability import get_logger
@@ -17,7 +19,7 @@ from order_svc.settings import OrderSettings
 
 log = get_logger(__name__)
 _ORDER_IDS = uuid.UUID("2b0c8f64-54d5-4b8e-9a0e-5d1f1c3b7a90")
-_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")  # the contract's customer id
+_CUSTOMER_ID: TypeAdapter[str] = TypeAdapter(Id)  # the contract's customer id
 _settings = OrderSettings()
 
 
@@ -25,6 +27,14 @@ def configure(settings: OrderSettings) -> None:
     """Set the limits the handlers apply; called once by the composition root (bootstrap)."""
     global _settings
     _settings = settings
+
+
+def _well_formed(customer: Any) -> str | None:
+    """The customer id when the contract would accept it, else None."""
+    try:
+        return _CUSTOMER_ID.validate_python(customer, strict=True)
+    except ValidationError:
+        return None
 
 
 def order_id_for(candidate: Any, message_id: str) -> str:
@@ -65,7 +75,7 @@ async def refuse_place_order(envelope: Envelope, error: PoisonMessage, ctx: Hand
         order_id=order_id,
         # only a well-formed id is kept: a stranger's text may hold NUL or lone surrogates,
         # which PostgreSQL cannot store
-        customer_id=customer if isinstance(customer, str) and _ID.match(customer) else None,
+        customer_id=_well_formed(customer),
         currency="USD",
         reason=str(error),
     )

@@ -23,16 +23,19 @@ import aio_pika
 
 from contracts import TOPOLOGY
 from libs.errors import OrderflowError
+from libs.inbox import store as inbox_store
 from libs.messages.registry import Message
 from libs.messaging import deadletters
 from libs.messaging.admin import unacked_counts, vhost_of
 from libs.messaging.connection import connect as amqp_connect
-from libs.pg.pool import Conn, connect
+from libs.outbox import store as outbox_store
+from libs.pg.pool import Conn, connection
 from libs.saga.engine import command_id
 from libs.settings import Settings
+from order_svc import queries as order_queries
 from orderflow import invariants
 from orderflow.invariants import CheckReport, Snapshot
-from orderflow.system import SERVICES
+from orderflow.system import SERVICES, service_queries
 from saga.bootstrap import coordinator
 from saga.domain import order_saga
 
@@ -107,75 +110,26 @@ Tables = dict[str, list[dict[str, Any]]]
 
 async def _in(settings: Settings, service: str, read: Callable[[Conn], Awaitable[T]]) -> T:
     """``read`` on one connection to a service's database, in one consistent read-only view."""
-    conn = await connect(settings.dsn_for(service), application_name="orderflow-check")
-    try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await read(conn)
-    finally:
-        await conn.close()
-
-
-async def _rows(conn: Conn, query: str, *args: Any) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch(query, *args)]
-
-
-QUERIES = {
-    "order_svc": {
-        "orders": "SELECT id::text, customer_id, status, total, refused, updated_at FROM orders",
-        "lines": "SELECT order_id::text, sku, quantity, unit_price FROM order_lines",
-    },
-    "payment_svc": {
-        "customers": "SELECT id, balance, opening_balance FROM customers",
-        "ledger": "SELECT order_id::text, customer_id, kind, amount FROM ledger",
-        "payments": "SELECT order_id::text, amount, status, created_at, updated_at FROM payments",
-    },
-    "inventory_svc": {
-        "stock": "SELECT sku, on_hand, opening_on_hand FROM stock",
-        "reservations": "SELECT order_id::text, status, created_at, updated_at FROM reservations",
-        "reservation_lines": "SELECT order_id::text, sku, quantity FROM reservation_lines",
-    },
-    "saga": {
-        "sagas": f"""SELECT id, status, step, attempt,
-                    deadline_at < clock_timestamp() - make_interval(secs => {{grace}}) AS overdue
-                    FROM saga_instance WHERE saga = '{SAGA}'""",
-        # re-sends logged since the instance entered its current state, for those not ended
-        "resend_counts": f"""SELECT l.saga_id, count(*) AS n
-                 FROM saga_log l JOIN saga_instance i
-                   ON i.saga = l.saga AND i.id = l.saga_id AND i.status = l.status
-                WHERE l.saga = '{SAGA}' AND i.status NOT IN ('COMPLETED', 'COMPENSATED')
-                  AND l.event IN ('retry', 'operator_retry')
-                GROUP BY l.saga_id""",
-    },
-}
-COMMON = {  # every service database has an outbox and an inbox
-    "outbox": """SELECT count(*) FILTER (WHERE published_at IS NULL AND dead_at IS NULL) AS pending,
-                        count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead FROM outbox""",
-    "outbox_pending": f"""SELECT aggregate_type, aggregate_id, message_type,
-                   round(extract(epoch FROM clock_timestamp() - created_at)::numeric, 1) AS age
-              FROM outbox WHERE published_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT {EXAMPLES}""",
-    "outbox_dead": f"""SELECT aggregate_type, aggregate_id, message_type, last_error
-              FROM outbox WHERE dead_at IS NOT NULL ORDER BY id LIMIT {EXAMPLES}""",
-    "inbox": "SELECT consumer, message_type, count(*) AS n FROM inbox GROUP BY 1, 2 ORDER BY 1, 2",
-}
+    async with (
+        connection(settings.dsn_for(service), application_name="orderflow-check") as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        return await read(conn)
 
 
 async def _read(
     conn: Conn, service: str, grace: float, ids: Callable[[str, str, str], str]
 ) -> Tables:
-    """One service's tables, and the inbox records its effects imply that its inbox lacks (no
-    inbox is pruned: every effect's record must be there)."""
-    tables: Tables = {}
-    for name, query in (QUERIES[service] | COMMON).items():
-        tables[name] = await _rows(conn, query.format(grace=float(grace), service=service))
+    """One service's tables (from its own ``queries`` module), its outbox and inbox, and the
+    inbox records its effects imply that its inbox lacks (no inbox is pruned: every effect's
+    record must be there)."""
+    tables: Tables = await service_queries(service).check_tables(conn, grace=grace)
+    tables |= await outbox_store.check_tables(conn, examples=EXAMPLES)
+    tables["inbox"] = await inbox_store.counts_by_type(conn)
     wanted = invariants.expected_inbox(_snapshot(tables), ids).get(service, [])
-    absent = await _rows(
-        conn,
-        """SELECT m::text AS id FROM unnest($2::uuid[]) AS m
-            WHERE NOT EXISTS (SELECT 1 FROM inbox i WHERE i.consumer = $1 AND i.message_id = m)""",
-        service,
-        [e.message_id for e in wanted],
+    missing = await inbox_store.missing(
+        conn, consumer=service, message_ids=[e.message_id for e in wanted]
     )
-    missing = {r["id"] for r in absent}
     tables["inbox_missing"] = [asdict(e) for e in wanted if e.message_id in missing]
     tables["inbox_checked"] = [{"n": len(wanted)}]
     return tables
@@ -197,16 +151,11 @@ async def _orphans(report: CheckReport, settings: Settings, snap: Snapshot) -> N
     if not found:
         return
 
-    async def existing(conn: Conn) -> set[str]:
-        rows = await _rows(
-            conn,
-            "SELECT id::text FROM orders WHERE id::text = ANY($1::text[])",
-            sorted({order_id for order_id, _ in found}),
-        )
-        return {r["id"] for r in rows}
-
     # an order placed after the snapshot of order_svc is not an orphan
-    placed_since = await _in(settings, "order_svc", existing)
+    asked = sorted({order_id for order_id, _ in found})
+    placed_since = await _in(
+        settings, "order_svc", partial(order_queries.existing, order_ids=asked)
+    )
     for order_id, sentence in found:
         if order_id not in placed_since:
             report.violation(sentence)
@@ -260,6 +209,7 @@ async def _look_at_broker(settings: Settings, *, count_unacked: bool) -> BrokerV
             unacked_counts(
                 vhost_of(settings.amqp_url),
                 host=urllib.parse.urlsplit(settings.amqp_url).hostname or "127.0.0.1",
+                api=settings.management_api(),
             )
         )
         if count_unacked

@@ -13,7 +13,7 @@ from libs.messaging import deadletters
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.publisher import Publisher
 from libs.outbox import store as outbox
-from libs.pg.pool import connect
+from libs.pg import connection as pg_connection
 from libs.settings import Settings
 from orderflow.system import SERVICES
 
@@ -69,8 +69,7 @@ async def list_letters(
         await connection.close()
     if queue is None:
         for service in SERVICES:
-            conn = await connect(settings.dsn_for(service))
-            try:
+            async with pg_connection(settings.dsn_for(service)) as conn:
                 for row in await outbox.list_dead(conn, limit=limit):
                     letters.append(
                         Letter(
@@ -89,8 +88,6 @@ async def list_letters(
                             },
                         )
                     )
-            finally:
-                await conn.close()
     return letters
 
 
@@ -154,11 +151,8 @@ async def replay(settings: Settings, *, letter_id: str | None, queue: str | None
             _, service, row = letter_id.split(":", 2)
             targets, ids = (service,), [int(row)]
         for service in targets:
-            conn = await connect(settings.dsn_for(service))
-            try:
+            async with pg_connection(settings.dsn_for(service)) as conn:
                 done.count += await outbox.replay_dead(conn, ids=ids)
-            finally:
-                await conn.close()
     return done
 
 
@@ -170,9 +164,6 @@ async def purge(settings: Settings, *, queue: str | None) -> int:
         await connection.close()
     if queue is None:
         for service in SERVICES:
-            conn = await connect(settings.dsn_for(service))
-            try:
+            async with pg_connection(settings.dsn_for(service)) as conn:
                 count += await outbox.purge_dead(conn)
-            finally:
-                await conn.close()
     return count

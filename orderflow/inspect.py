@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from libs.pg.pool import connect
+from libs.pg.pool import connection
 from libs.saga import store
 from libs.saga.store import InstanceRow, LogRow
 from libs.settings import Settings
+from order_svc import queries as order_queries
 from saga.domain import order_saga
 
 SAGA = order_saga.NAME
@@ -29,14 +30,11 @@ class SagaView:
 
 
 async def saga_view(settings: Settings, order_id: str) -> SagaView | None:
-    conn = await connect(settings.dsn_for("saga"))
-    try:
+    async with connection(settings.dsn_for("saga")) as conn:
         instance = await store.get_instance(conn, saga=SAGA, saga_id=order_id)
         if instance is None:
             return None
         log = await store.timeline(conn, saga=SAGA, saga_id=order_id)
-    finally:
-        await conn.close()
     trace_id = trace_id_of(instance.traceparent)
     url = f"{settings.jaeger_url.rstrip('/')}/trace/{trace_id}" if trace_id else None
     return SagaView(instance, log, trace_id, url)
@@ -45,36 +43,19 @@ async def saga_view(settings: Settings, order_id: str) -> SagaView | None:
 async def list_sagas(
     settings: Settings, *, state: str | None, stuck: bool, now: datetime, limit: int
 ) -> list[InstanceRow]:
-    conn = await connect(settings.dsn_for("saga"))
-    try:
+    async with connection(settings.dsn_for("saga")) as conn:
         return await store.list_instances(
             conn, saga=SAGA, status=state, limit=limit, stuck_before=now if stuck else None
         )
-    finally:
-        await conn.close()
 
 
 async def list_orders(
     settings: Settings, *, status: str | None, limit: int
 ) -> list[dict[str, Any]]:
-    conn = await connect(settings.dsn_for("order_svc"))
-    try:
-        rows = await conn.fetch(
-            """SELECT id::text, customer_id, status, total, currency, reason,
-                      extract(epoch FROM clock_timestamp() - created_at) AS age
-                 FROM orders WHERE ($1::text IS NULL OR status = $1)
-                ORDER BY created_at DESC LIMIT $2""",
-            status,
-            limit,
-        )
-        return [dict(r) for r in rows]
-    finally:
-        await conn.close()
+    async with connection(settings.dsn_for("order_svc")) as conn:
+        return await order_queries.list_orders(conn, status=status, limit=limit)
 
 
 async def order_exists(settings: Settings, order_id: str) -> bool:
-    conn = await connect(settings.dsn_for("order_svc"))
-    try:
-        return bool(await conn.fetchval("SELECT 1 FROM orders WHERE id::text = $1", order_id))
-    finally:
-        await conn.close()
+    async with connection(settings.dsn_for("order_svc")) as conn:
+        return order_id in await order_queries.existing(conn, [order_id])

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from libs.errors import OrderflowError
 from libs.outbox.unit_of_work import unit_of_work
-from libs.pg.pool import connect
+from libs.pg.pool import connection
 from libs.saga import store
 from libs.saga.engine import Input, OperatorCompensate, OperatorRetry, Transition
 from libs.settings import Settings
@@ -19,18 +19,15 @@ class NoSuchSaga(OrderflowError):
 
 async def act(settings: Settings, order_id: str, action: Input) -> Transition:
     coord = coordinator(settings)
-    conn = await connect(settings.dsn_for("saga"), application_name="orderflow-cli")
-    try:
-        async with unit_of_work(conn) as uow:
-            loaded = await store.load_for_update(conn, saga=coord.definition.name, saga_id=order_id)
-            if loaded is None:
-                raise NoSuchSaga(
-                    f"no saga for order {order_id}; list them with `orderflow saga list`"
-                )
-            # returned once the unit of work committed (and woke the relay)
-            return await coord.transition(conn, uow, loaded.state, action, now=datetime.now(UTC))
-    finally:
-        await conn.close()
+    async with (
+        connection(settings.dsn_for("saga"), application_name="orderflow-cli") as conn,
+        unit_of_work(conn) as uow,
+    ):
+        loaded = await store.load_for_update(conn, saga=coord.definition.name, saga_id=order_id)
+        if loaded is None:
+            raise NoSuchSaga(f"no saga for order {order_id}; list them with `orderflow saga list`")
+        # returned once the unit of work committed (and woke the relay)
+        return await coord.transition(conn, uow, loaded.state, action, now=datetime.now(UTC))
 
 
 async def retry(settings: Settings, order_id: str) -> Transition:

@@ -6,17 +6,20 @@ from dataclasses import dataclass, field
 
 from contracts import TOPOLOGY
 from contracts.permissions import broker_permissions
+from inventory_svc import queries as inventory_queries
 from libs.messaging.admin import Grant, ensure_access, vhost_of
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.topology import declare
 from libs.pg import roles
 from libs.pg.admin import database_of, ensure_database, quote_ident
 from libs.pg.migrations import apply
-from libs.pg.pool import connect
+from libs.pg.pool import connection
 from libs.secrets import ensure_secret_file, user_of
 from libs.settings import Settings
-from orderflow import catalog, demo_data
+from order_svc import catalog
+from orderflow import demo_data
 from orderflow.system import SERVICES, SYSTEM, migrations
+from payment_svc import queries as payment_queries
 
 
 @dataclass
@@ -39,14 +42,10 @@ async def setup(settings: Settings, *, reset: bool = False, seed: bool = True) -
             assert runtime is not None
             # one password per role, never one for all: ORDERFLOW_PG_PASSWORD is a process's own
             password = ensure_secret_file(settings.secrets_dir_of(service), f"pg_{runtime}")
-            admin = await connect(settings.pg_admin_dsn)
-            try:
+            async with connection(settings.pg_admin_dsn) as admin:
                 await roles.ensure_roles(admin, runtime=runtime, password=password)
                 await roles.lock_down_database(admin, database=database, runtime=runtime)
-            finally:
-                await admin.close()
-        conn = await connect(_admin_dsn_for(settings, database))
-        try:
+        async with connection(_admin_dsn_for(settings, database)) as conn:
             if least_privilege:
                 assert runtime is not None
                 await roles.prepare_schema(conn, runtime=runtime)
@@ -59,8 +58,6 @@ async def setup(settings: Settings, *, reset: bool = False, seed: bool = True) -
                 await roles.grant_runtime(conn, runtime=runtime)
             if reset:
                 await _reset(conn, service)
-        finally:
-            await conn.close()
     await _broker(settings, reset=reset)
     if seed:
         await seed_demo(settings)
@@ -89,6 +86,7 @@ async def _broker(settings: Settings, *, reset: bool) -> None:
             grants,
             operator="guest" if vhost != "/" else None,
             create_vhost=vhost != "/",
+            api=settings.management_api(),
         )
     connection = await amqp_connect(
         settings.amqp_url, name="orderflow-setup", ssl_context=settings.amqp_ssl_context()
@@ -113,26 +111,17 @@ async def _reset(conn, service: str) -> None:  # type: ignore[no-untyped-def]
 async def seed_demo(settings: Settings) -> None:
     """Demo catalog prices, customers and stock; existing rows (an operator's price) are left as
     they are."""
-    conn = await connect(_admin_dsn_for(settings, database_of(settings.dsn_for("order_svc"))))
-    try:
+    async with connection(
+        _admin_dsn_for(settings, database_of(settings.dsn_for("order_svc")))
+    ) as conn:
         await catalog.seed(conn, [(sku, name, price) for sku, name, price, _ in demo_data.CATALOG])
-    finally:
-        await conn.close()
-    conn = await connect(_admin_dsn_for(settings, database_of(settings.dsn_for("payment_svc"))))
-    try:
-        await conn.executemany(
-            """INSERT INTO customers (id, name, balance, opening_balance) VALUES ($1, $2, $3, $3)
-               ON CONFLICT (id) DO NOTHING""",
-            demo_data.CUSTOMERS,
+    async with connection(
+        _admin_dsn_for(settings, database_of(settings.dsn_for("payment_svc")))
+    ) as conn:
+        await payment_queries.seed_customers(conn, demo_data.CUSTOMERS)
+    async with connection(
+        _admin_dsn_for(settings, database_of(settings.dsn_for("inventory_svc")))
+    ) as conn:
+        await inventory_queries.seed_stock(
+            conn, [(sku, name, qty) for sku, name, _, qty in demo_data.CATALOG]
         )
-    finally:
-        await conn.close()
-    conn = await connect(_admin_dsn_for(settings, database_of(settings.dsn_for("inventory_svc"))))
-    try:
-        await conn.executemany(
-            """INSERT INTO stock (sku, name, on_hand, opening_on_hand) VALUES ($1, $2, $3, $3)
-               ON CONFLICT (sku) DO NOTHING""",
-            [(sku, name, qty) for sku, name, _, qty in demo_data.CATALOG],
-        )
-    finally:
-        await conn.close()

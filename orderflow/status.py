@@ -8,7 +8,7 @@ from contracts.topology import QUEUES
 from libs.messaging import deadletters
 from libs.messaging.connection import connect as amqp_connect
 from libs.outbox import store as outbox
-from libs.pg.pool import connect
+from libs.pg import connection as pg_connection
 from libs.saga import store as saga_store
 from libs.settings import Settings
 from orderflow.system import SERVICES
@@ -38,13 +38,10 @@ async def status(settings: Settings) -> Status:
     connection = await amqp_connect(settings.amqp_url, name="orderflow-status")
     try:
         for service in SERVICES:
-            conn = await connect(settings.dsn_for(service))
-            try:
+            async with pg_connection(settings.dsn_for(service)) as conn:
                 stats = await outbox.stats(conn)
                 if service == "saga":
                     result.sagas = await saga_store.count_by_status(conn, saga=order_saga.NAME)
-            finally:
-                await conn.close()
             queue = QUEUES[service]
             depth, consumers = await deadletters.depth(connection, queue.name)
             dead, _ = await deadletters.depth(connection, queue.dead_letter_queue)

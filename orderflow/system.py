@@ -4,6 +4,7 @@ from the one description (:mod:`contracts.system`)."""
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from contracts.system import SYSTEM
 from libs.inbox import store as inbox_store
@@ -12,7 +13,13 @@ from libs.pg.migrations import Migration
 
 SERVICES = SYSTEM.names
 
-__all__ = ["SERVICES", "SYSTEM", "migrations", "own_migrations"]
+__all__ = ["SERVICES", "SYSTEM", "migrations", "own_migrations", "service_queries"]
+
+
+def service_queries(service: str) -> Any:
+    """What operators may read from a service's database: its package's ``queries`` module
+    (``check_tables(conn, grace=…)`` at least)."""
+    return importlib.import_module(f"{SYSTEM.service(service).name}.queries")
 
 
 def own_migrations(service: str) -> list[Migration]:

@@ -7,6 +7,8 @@ False), rolls back, and acks: the message's effect exists exactly once, however 
 
 from __future__ import annotations
 
+from typing import Any
+
 from libs.pg.migrations import Migration, load
 from libs.pg.pool import Conn
 
@@ -69,3 +71,22 @@ async def claim_many(conn: Conn, *, consumer: str, messages: list[tuple[str, str
         list(types),
     )
     return {r["message_id"] for r in rows}
+
+
+async def counts_by_type(conn: Conn) -> list[dict[str, Any]]:
+    """(consumer, message type, n) for every pair recorded."""
+    rows = await conn.fetch(
+        "SELECT consumer, message_type, count(*) AS n FROM inbox GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    return [dict(r) for r in rows]
+
+
+async def missing(conn: Conn, *, consumer: str, message_ids: list[str]) -> set[str]:
+    """Which of these message ids ``consumer`` has no record of."""
+    rows = await conn.fetch(
+        """SELECT m::text AS id FROM unnest($2::uuid[]) AS m
+            WHERE NOT EXISTS (SELECT 1 FROM inbox i WHERE i.consumer = $1 AND i.message_id = m)""",
+        consumer,
+        message_ids,
+    )
+    return {r["id"] for r in rows}

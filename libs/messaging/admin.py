@@ -1,7 +1,7 @@
 """Broker administration that AMQP cannot do: virtual hosts and permissions.
 
 Uses ``rabbitmqctl`` when it is on PATH (a local broker), otherwise the management HTTP API
-(``ORDERFLOW_RABBITMQ_API``, default ``http://127.0.0.1:15672``).
+(a :class:`ManagementApi`; ``Settings.management_api()`` gives the configured one).
 """
 
 from __future__ import annotations
@@ -48,13 +48,23 @@ async def _rabbitmqctl(*args: str, stdin: str | None = None, timeout: float | No
     return out.decode()
 
 
+@dataclass(frozen=True)
+class ManagementApi:
+    """Where the management HTTP API is and whom to log in as (used without ``rabbitmqctl``)."""
+
+    url: str = "http://127.0.0.1:15672"
+    user: str = "guest"
+    password: str = field(default="guest", repr=False)
+
+
+LOCAL_API = ManagementApi()
+
+
 def _api(
-    method: str, path: str, body: dict[str, Any] | None = None, *, base: str | None = None
+    method: str, path: str, body: dict[str, Any] | None = None, *, api: ManagementApi = LOCAL_API
 ) -> Any:
     """One management API call; the parsed JSON answer (None when there is none)."""
-    base = base or os.environ.get("ORDERFLOW_RABBITMQ_API", "http://127.0.0.1:15672")
-    user = os.environ.get("ORDERFLOW_RABBITMQ_ADMIN_USER", "guest")
-    password = os.environ.get("ORDERFLOW_RABBITMQ_ADMIN_PASSWORD", "guest")
+    base, user, password = api.url.rstrip("/"), api.user, api.password
     request = urllib.request.Request(
         base + path,
         method=method,
@@ -106,6 +116,7 @@ async def ensure_access(
     operator: str | None = None,
     create_vhost: bool = True,
     vhost_is_new: bool = False,
+    api: ManagementApi = LOCAL_API,
 ) -> None:
     """Create ``vhost`` if needed (``create_vhost``), give ``operator`` (if any) full rights on it, and create or
     update each grant's user with exactly its password and permissions there.
@@ -141,10 +152,10 @@ async def ensure_access(
         await _rabbitmqctl("import_definitions", "--format", "json", stdin=json.dumps(definitions))
         return
     if create_vhost:
-        await asyncio.to_thread(_api, "PUT", f"/api/vhosts/{_q(vhost)}", {})
+        await asyncio.to_thread(_api, "PUT", f"/api/vhosts/{_q(vhost)}", {}, api=api)
     for g in grants:
         await asyncio.to_thread(
-            _api, "PUT", f"/api/users/{_q(g.user)}", {"password": g.password, "tags": ""}
+            _api, "PUT", f"/api/users/{_q(g.user)}", {"password": g.password, "tags": ""}, api=api
         )
     for r in rights:
         user = r["user"]
@@ -153,25 +164,38 @@ async def ensure_access(
             "PUT",
             f"/api/permissions/{_q(vhost)}/{_q(user)}",
             {k: r[k] for k in ("configure", "write", "read")},
+            api=api,
         )
 
 
-async def ensure_vhost(vhost: str, *, user: str = "guest", is_new: bool = False) -> None:
+async def ensure_vhost(
+    vhost: str, *, user: str = "guest", is_new: bool = False, api: ManagementApi = LOCAL_API
+) -> None:
     """Create the vhost if needed and give ``user`` full rights on it."""
-    await ensure_access(vhost, operator=user, vhost_is_new=is_new)
+    await ensure_access(vhost, operator=user, vhost_is_new=is_new, api=api)
 
 
 async def ensure_user(
-    user: str, password: str, *, vhost: str, configure: str, write: str, read: str
+    user: str,
+    password: str,
+    *,
+    vhost: str,
+    configure: str,
+    write: str,
+    read: str,
+    api: ManagementApi = LOCAL_API,
 ) -> None:
     """Create or update a broker user with exactly these permissions on ``vhost``."""
-    await ensure_access(vhost, [Grant(user, password, configure, write, read)], create_vhost=False)
+    grant = Grant(user, password, configure, write, read)
+    await ensure_access(vhost, [grant], create_vhost=False, api=api)
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
-async def remove_access(users: Sequence[str], vhost: str | None = None) -> None:
+async def remove_access(
+    users: Sequence[str], vhost: str | None = None, *, api: ManagementApi = LOCAL_API
+) -> None:
     """Delete these users (those that exist) and, if given, the vhost (if it exists).
 
     With rabbitmqctl, one ``eval`` run does it all (names are plain: letters, digits, ``_.:-``).
@@ -194,9 +218,9 @@ async def remove_access(users: Sequence[str], vhost: str | None = None) -> None:
                 raise InfrastructureUnavailable(f"removing {users} / {vhost}: {failed[:500]}")
             return
     for user in users:
-        await delete_user(user)
+        await delete_user(user, api=api)
     if vhost is not None:
-        await delete_vhost(vhost)
+        await delete_vhost(vhost, api=api)
 
 
 def _unexpected_errors(answer: str) -> str:
@@ -205,21 +229,21 @@ def _unexpected_errors(answer: str) -> str:
     return "; ".join(e for e in errors if "no_such_user" not in e and "no_such_vhost" not in e)
 
 
-async def delete_user(user: str) -> None:
+async def delete_user(user: str, *, api: ManagementApi = LOCAL_API) -> None:
     if shutil.which("rabbitmqctl"):
         if user in (await _rabbitmqctl("list_users")).split():
             await _rabbitmqctl("delete_user", user)
         return
-    await asyncio.to_thread(_api, "DELETE", f"/api/users/{_q(user)}")
+    await asyncio.to_thread(_api, "DELETE", f"/api/users/{_q(user)}", api=api)
 
 
-async def delete_vhost(vhost: str) -> None:
+async def delete_vhost(vhost: str, *, api: ManagementApi = LOCAL_API) -> None:
     if shutil.which("rabbitmqctl"):
         existing = (await _rabbitmqctl("list_vhosts", "name")).split()
         if vhost in existing:
             await _rabbitmqctl("delete_vhost", vhost)
         return
-    await asyncio.to_thread(_api, "DELETE", f"/api/vhosts/{_q(vhost)}")
+    await asyncio.to_thread(_api, "DELETE", f"/api/vhosts/{_q(vhost)}", api=api)
 
 
 def vhost_of(url: str) -> str:
@@ -233,7 +257,9 @@ def with_vhost(url: str, vhost: str) -> str:
     return parts._replace(path="/" + _q(vhost)).geturl()
 
 
-async def unacked_counts(vhost: str, *, host: str = "127.0.0.1") -> dict[str, int] | None:
+async def unacked_counts(
+    vhost: str, *, host: str = "127.0.0.1", api: ManagementApi = LOCAL_API
+) -> dict[str, int] | None:
     """Messages delivered and not yet acked, per queue of ``vhost``; None when unknown.
 
     AMQP tells only what is ready; this asks ``rabbitmqctl`` (a local broker) or the management
@@ -247,9 +273,8 @@ async def unacked_counts(vhost: str, *, host: str = "127.0.0.1") -> dict[str, in
             )
             queues = json.loads(out)
         else:
-            base = os.environ.get("ORDERFLOW_RABBITMQ_API", f"http://{host}:15672")
             path = f"/api/queues/{_q(vhost)}?columns=name,messages_unacknowledged"
-            queues = await asyncio.to_thread(_api, "GET", path, base=base)
+            queues = await asyncio.to_thread(_api, "GET", path, api=api)
         return {q["name"]: int(q.get("messages_unacknowledged") or 0) for q in queues} or None
     except (OrderflowError, OSError, ValueError, KeyError, TypeError):
         return None

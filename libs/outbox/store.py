@@ -242,3 +242,33 @@ async def prune_published(conn: Conn, *, older_than_seconds: float) -> int:
 
 
 NOTIFY_CHANNEL = "orderflow_outbox"
+
+
+async def check_tables(conn: Conn, *, examples: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """For checks: the counts of pending and dead rows, and the first ``examples`` of each."""
+    return {
+        "outbox": [
+            dict(r)
+            for r in await conn.fetch(
+                """SELECT count(*) FILTER (WHERE published_at IS NULL AND dead_at IS NULL) AS pending,
+                          count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead FROM outbox"""
+            )
+        ],
+        "outbox_pending": [
+            dict(r)
+            for r in await conn.fetch(
+                """SELECT aggregate_type, aggregate_id, message_type,
+                          round(extract(epoch FROM clock_timestamp() - created_at)::numeric, 1) AS age
+                     FROM outbox WHERE published_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT $1""",
+                examples,
+            )
+        ],
+        "outbox_dead": [
+            dict(r)
+            for r in await conn.fetch(
+                """SELECT aggregate_type, aggregate_id, message_type, last_error
+                     FROM outbox WHERE dead_at IS NOT NULL ORDER BY id LIMIT $1""",
+                examples,
+            )
+        ],
+    }

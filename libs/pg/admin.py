@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from libs.pg.pool import connect
+from libs.pg.pool import connection
 
 
 def database_of(dsn: str) -> str:
@@ -19,8 +19,7 @@ def quote_ident(name: str) -> str:
 
 async def ensure_database(admin_dsn: str, name: str) -> bool:
     """Create the database if it is missing; True when it was created."""
-    conn = await connect(admin_dsn)
-    try:
+    async with connection(admin_dsn) as conn:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if exists:
             return False
@@ -29,14 +28,9 @@ async def ensure_database(admin_dsn: str, name: str) -> bool:
         except asyncpg.DuplicateDatabaseError:
             return False
         return True
-    finally:
-        await conn.close()
 
 
 async def drop_database(admin_dsn: str, name: str) -> None:
     """Drop the database, disconnecting whoever is still on it."""
-    conn = await connect(admin_dsn)
-    try:
+    async with connection(admin_dsn) as conn:
         await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-    finally:
-        await conn.close()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+__all__ = ["Conn", "connect", "connection", "create_pool"]
 
 # What handlers and stores accept: a plain connection or one borrowed from a pool.
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -33,3 +37,15 @@ async def connect(dsn: str, *, application_name: str = "orderflow") -> asyncpg.C
     )
     await _init_connection(conn)
     return conn
+
+
+@asynccontextmanager
+async def connection(
+    dsn: str, *, application_name: str = "orderflow"
+) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """``connect`` as a context manager: the connection is closed however the block ends."""
+    conn = await connect(dsn, application_name=application_name)
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -22,136 +22,46 @@ Replies nobody awaits — stale, duplicate, unexpected — change nothing and ar
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from libs.messages.registry import Command, Event, Message
 from libs.saga.definition import SagaDefinition, Step
+from libs.saga.state import (
+    TERMINAL,
+    Awaiting,
+    DeadlinePassed,
+    Input,
+    LogEntry,
+    OperatorCompensate,
+    OperatorRetry,
+    Reply,
+    SagaState,
+    Send,
+    Status,
+    Transition,
+)
+
+__all__ = [
+    "TERMINAL",
+    "Awaiting",
+    "DeadlinePassed",
+    "Input",
+    "LogEntry",
+    "OperatorCompensate",
+    "OperatorRetry",
+    "Reply",
+    "SagaState",
+    "Send",
+    "Status",
+    "Transition",
+    "command_id",
+    "start",
+    "transition",
+]
 
 _NAMESPACE = uuid.UUID("6f1c9a52-0d55-4a43-9a7e-3c0f6b1d2e11")
-
-
-class Status(StrEnum):
-    RUNNING = "RUNNING"
-    COMPENSATING = "COMPENSATING"
-    COMPLETED = "COMPLETED"
-    COMPENSATED = "COMPENSATED"
-
-
-TERMINAL = frozenset({Status.COMPLETED, Status.COMPENSATED})
-
-
-@dataclass(frozen=True, slots=True)
-class Awaiting:
-    """A command sent and the reply types that settle it."""
-
-    kind: str  # "action" | "compensation" | "failure"
-    step: str
-    replies: tuple[str, ...]
-    message_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SagaState:
-    id: str
-    status: Status
-    data: dict[str, Any]
-    step: str | None = None
-    attempt: int = 0
-    done: tuple[str, ...] = ()
-    awaiting: tuple[Awaiting, ...] = ()
-    deadline_at: datetime | None = None
-    reason: str | None = None
-    version: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status.value,
-            "data": self.data,
-            "step": self.step,
-            "attempt": self.attempt,
-            "done": list(self.done),
-            "awaiting": [
-                {
-                    "kind": a.kind,
-                    "step": a.step,
-                    "replies": list(a.replies),
-                    "message_id": a.message_id,
-                }
-                for a in self.awaiting
-            ],
-            "deadline_at": self.deadline_at.isoformat() if self.deadline_at else None,
-            "reason": self.reason,
-            "version": self.version,
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> SagaState:
-        return cls(
-            id=doc["id"],
-            status=Status(doc["status"]),
-            data=doc["data"],
-            step=doc["step"],
-            attempt=doc["attempt"],
-            done=tuple(doc["done"]),
-            awaiting=tuple(
-                Awaiting(a["kind"], a["step"], tuple(a["replies"]), a["message_id"])
-                for a in doc["awaiting"]
-            ),
-            deadline_at=datetime.fromisoformat(doc["deadline_at"]) if doc["deadline_at"] else None,
-            reason=doc["reason"],
-            version=doc["version"],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    command: Command
-    message_id: str
-    kind: str
-    step: str
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    event: str
-    step: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    state: SagaState
-    commands: tuple[Send, ...] = ()
-    log: tuple[LogEntry, ...] = ()
-    accepted: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    message: Message
-    message_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeadlinePassed:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class OperatorRetry:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class OperatorCompensate:
-    reason: str = "compensation forced by an operator"
-
-
-Input = Reply | DeadlinePassed | OperatorRetry | OperatorCompensate
 
 
 def command_id(definition: SagaDefinition, saga_id: str, kind: str, step: str) -> str:

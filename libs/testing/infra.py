@@ -13,7 +13,7 @@ from libs.messaging.admin import ensure_vhost, remove_access, with_vhost
 from libs.outbox import store as outbox_store
 from libs.pg.admin import database_of, drop_database, ensure_database
 from libs.pg.migrations import Migration, apply
-from libs.pg.pool import connect
+from libs.pg.pool import connection
 from libs.secrets import with_credentials
 from libs.system import SystemSpec
 
@@ -76,13 +76,10 @@ async def temporary_database(
     await ensure_database(admin_dsn, name)
     dsn = dsn_for(admin_dsn, name)
     try:
-        conn = await connect(dsn)
-        try:
+        async with connection(dsn) as conn:
             await apply(
                 conn, [*outbox_store.migrations(), *inbox_store.migrations(), *(migrations or [])]
             )
-        finally:
-            await conn.close()
         yield dsn
     finally:
         await drop_database(admin_dsn, name)

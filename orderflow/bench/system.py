@@ -142,13 +142,10 @@ async def settle(
     """Let the system go quiet between steps. Before a latency measurement, also force the
     checkpoint the heavy steps made due, so that it does not land in the middle of it."""
     if admin_dsn is not None:
-        from libs.pg.pool import connect
+        from libs.pg.pool import connection
 
-        conn = await connect(admin_dsn)
-        try:
+        async with connection(admin_dsn) as conn:
             await conn.execute("CHECKPOINT")
-        finally:
-            await conn.close()
     await asyncio.sleep(seconds)
 
 

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from libs.messaging.connection import connect as amqp_connect
+from libs.pg import connection
 from libs.settings import Settings
 from libs.testing.infra import isolated_system
+from order_svc import queries as order_queries
 from orderflow.chaos import verify
 from orderflow.chaos.poison import ANSWERED, FORGED_LOG_LINE, Poison
 from orderflow.chaos.scenarios import SCENARIOS, SERVICES, Context, Scenario
@@ -152,29 +154,13 @@ def _unhandled(
 
 async def _refused(settings: Settings, order_ids: list[str]) -> set[str]:
     """Which of these orders are stored refused (answered with OrderRejected, no saga)."""
-    from libs.pg.pool import connect
-
-    conn = await connect(settings.dsn_for("order_svc"))
-    try:
-        rows = await conn.fetch(
-            "SELECT id::text FROM orders WHERE id = ANY($1::uuid[]) AND refused", order_ids
-        )
-        return {r["id"] for r in rows}
-    finally:
-        await conn.close()
+    async with connection(settings.dsn_for("order_svc")) as conn:
+        return await order_queries.refused_among(conn, order_ids)
 
 
 async def _statuses(settings: Settings, order_ids: list[str]) -> dict[str, str]:
-    from libs.pg.pool import connect
-
-    conn = await connect(settings.dsn_for("order_svc"))
-    try:
-        rows = await conn.fetch(
-            "SELECT id::text, status FROM orders WHERE id::text = ANY($1::text[])", order_ids
-        )
-        return {r["id"]: r["status"] for r in rows}
-    finally:
-        await conn.close()
+    async with connection(settings.dsn_for("order_svc")) as conn:
+        return await order_queries.statuses(conn, order_ids)
 
 
 async def _quiesce(

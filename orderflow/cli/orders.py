@@ -20,7 +20,7 @@ from orderflow.cli.sagas import show_saga
 def _refuse_unknown_skus(settings: Settings, skus: list[str]) -> None:
     """Say at once when the catalog lacks a SKU. When the catalog cannot be read, order_svc
     answers the order itself (OrderRejected: unknown SKU)."""
-    from orderflow.catalog import list_items
+    from order_svc.catalog import list_items
 
     try:  # not run(): a catalog out of reach is no error here
         known = {item.sku for item in asyncio.run(list_items(settings))}
@@ -263,7 +263,7 @@ app.add_typer(catalog_app, name="catalog")
 @catalog_app.command("list")
 def catalog_list() -> None:
     """List the catalog: every SKU with the unit price orders are charged."""
-    from orderflow.catalog import list_items
+    from order_svc.catalog import list_items
 
     items = run(list_items(_settings()))
     table = Table("sku", "name", "price", "updated")
@@ -282,7 +282,7 @@ def catalog_set_price(
     name: str | None = typer.Option(None, "--name", help="add the SKU (or rename it)"),
 ) -> None:
     """Set a SKU's price for orders placed from now on; --name adds a new SKU."""
-    from orderflow.catalog import set_price
+    from order_svc.catalog import set_price
 
     console.print(run(set_price(_settings(), sku, price, name=name)).describe(), highlight=False)
 

@@ -71,16 +71,13 @@ class System:
 
     async def scalar(self, service: str, query: str, *args: Any, admin: bool = False) -> Any:
         """One value from a service's database, as the service's role (or as the administrator)."""
-        from libs.pg.pool import connect
+        from libs.pg.pool import connection
 
         dsn = self.settings.dsn_for(service)
         if admin:
             dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + database_of(dsn)
-        conn = await connect(dsn)
-        try:
+        async with connection(dsn) as conn:
             return await conn.fetchval(query, *args)
-        finally:
-            await conn.close()
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ import aio_pika
 
 from libs.messages import CONTENT_TYPE, Command, Event, MessageRegistry, codec
 from libs.messaging import Binding, QueueSpec, declare
-from libs.pg import Migration, connect
+from libs.pg import Migration, connection
 from libs.saga import SagaCoordinator, SagaDefinition, Step
 from libs.saga import store as saga_store
 from libs.service import HandlerContext, Runtime, ServiceDefinition, serve
@@ -225,8 +225,5 @@ async def _next(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncom
 
 
 async def _scalar(dsn: str, query: str, *args: object) -> object:
-    conn = await connect(dsn)
-    try:
+    async with connection(dsn) as conn:
         return await conn.fetchval(query, *args)
-    finally:
-        await conn.close()

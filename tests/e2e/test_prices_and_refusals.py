@@ -17,7 +17,7 @@ import aio_pika
 import pytest
 
 from contracts.order import PlaceOrder
-from orderflow.catalog import list_items, set_price
+from order_svc.catalog import list_items, set_price
 from orderflow.check import check
 from orderflow.dlq import list_letters
 from orderflow.setup import seed_demo

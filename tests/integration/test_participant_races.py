@@ -44,7 +44,7 @@ from libs.errors import ConcurrencyConflict
 from libs.inbox import store as inbox
 from libs.messages import codec
 from libs.messages.registry import Message
-from libs.pg.pool import Conn, connect
+from libs.pg.pool import Conn, connect, connection
 from libs.service.runner import HandlerContext
 from libs.testing.infra import temporary_database
 from payment_svc import handlers as payment_handlers
@@ -293,20 +293,14 @@ async def sequentially(participant: Participant, order_id: str, tag: str, kinds:
 async def fresh(participant: Participant) -> tuple[str, str]:
     """A new order id and a seeded customer or pair of SKUs of its own."""
     tag = uuid.uuid4().hex[:10].upper()
-    conn = await connect(participant.dsn)
-    try:
+    async with connection(participant.dsn) as conn:
         await participant.seed(conn, tag)
-    finally:
-        await conn.close()
     return str(uuid.uuid4()), tag
 
 
 async def state_of(participant: Participant, order_id: str, tag: str) -> dict[str, Any]:
-    conn = await connect(participant.dsn)
-    try:
+    async with connection(participant.dsn) as conn:
         return await participant.snapshot(conn, order_id, tag)
-    finally:
-        await conn.close()
 
 
 def without_causation(state: dict[str, Any]) -> dict[str, Any]:
@@ -617,8 +611,7 @@ async def test_a_tombstone_is_never_written_over_a_capture_even_by_a_buggy_calle
     order_id, tag = await fresh(payment)
     await sequentially(payment, order_id, tag, ["charge"])
     before = await state_of(payment, order_id, tag)
-    conn = await connect(payment.dsn)
-    try:
+    async with connection(payment.dsn) as conn:
         tombstone = Payment(
             order_id=order_id,
             customer_id=None,
@@ -643,8 +636,6 @@ async def test_a_tombstone_is_never_written_over_a_capture_even_by_a_buggy_calle
         with pytest.raises(payment_repository.PaymentOverwriteRefused):
             async with conn.transaction():
                 await payment_repository.save(conn, recharge, customer=customer, before=None)
-    finally:
-        await conn.close()
     after = await state_of(payment, order_id, tag)
     assert before["payment"]["status"] == "CAPTURED"
     assert after["payment"]["status"] == "REFUNDED" and after["balance"] == "100.00"
@@ -655,14 +646,11 @@ async def test_a_reservation_is_never_overwritten_by_a_tombstone_even_by_a_buggy
 ) -> None:
     order_id, tag = await fresh(inventory)
     await sequentially(inventory, order_id, tag, ["reserve"])
-    conn = await connect(inventory.dsn)
-    try:
+    async with connection(inventory.dsn) as conn:
         tombstone = Reservation(order_id=order_id, lines=(), status=ReservationStatus.CANCELLED)
         with pytest.raises(inventory_repository.ReservationOverwriteRefused):
             async with conn.transaction():
                 await inventory_repository.save(conn, tombstone, stock={}, is_new=True)
-    finally:
-        await conn.close()
     state = await state_of(inventory, order_id, tag)
     assert state["reservation"]["status"] == "RESERVED"
     assert state["stock"] == [["A-<tag>", 8], ["B-<tag>", 9]]

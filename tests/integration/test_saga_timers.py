@@ -16,7 +16,7 @@ from contracts import REGISTRY
 from contracts.order import OrderCreated
 from contracts.types import PricedLine
 from libs.outbox.relay import Wakeup
-from libs.pg.pool import connect, create_pool
+from libs.pg.pool import connect, connection, create_pool
 from libs.saga import store
 from libs.saga.engine import start
 from libs.saga.runtime import SagaCoordinator
@@ -47,13 +47,10 @@ async def seed_overdue(dsn: str, *, due_in: float = -3600.0) -> str:
     )
     step = SAGA.steps[0].deadline
     t = start(SAGA, created, now=datetime.now(UTC) + timedelta(seconds=due_in - step))
-    conn = await connect(dsn)
-    try:
+    async with connection(dsn) as conn:
         assert await store.insert(
             conn, saga=SAGA.name, state=t.state, traceparent=None, entries=t.log
         )
-    finally:
-        await conn.close()
     return order_id
 
 

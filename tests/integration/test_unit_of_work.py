@@ -9,7 +9,7 @@ import pytest
 
 from libs.outbox.store import NOTIFY_CHANNEL
 from libs.outbox.unit_of_work import unit_of_work
-from libs.pg.pool import connect
+from libs.pg.pool import connect, connection
 
 from .support import NOTES_DDL, REGISTRY, Noted
 
@@ -88,11 +88,8 @@ async def test_the_relay_is_woken_after_the_commit_not_inside_the_transaction(pg
         async def after_commit(self, conn: object) -> None:
             seen.append(conn.is_in_transaction())  # type: ignore[attr-defined]
 
-    conn = await connect(pg_dsn)
-    try:
+    async with connection(pg_dsn) as conn:
         async with unit_of_work(conn, Recording(None)) as uow:
             envelope = REGISTRY.envelope(Noted(key="e", seq=1), source="/test")
             uow.add(envelope, exchange="test.events", aggregate_type="note", aggregate_id="e")
         assert seen == [False]
-    finally:
-        await conn.close()

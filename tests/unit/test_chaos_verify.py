@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from orderflow.chaos import harness, scenarios, verify
+from orderflow.chaos import harness, infrastructure, scenarios, verify
 from orderflow.chaos.proxy import TcpProxy
 from orderflow.chaos.verify import BrokerInstance, CommandFailed, FaultLedger
 from orderflow.supervisor import Child
@@ -208,9 +208,9 @@ async def test_the_broker_scenario_reports_a_restart_that_did_not_happen(
     async def no_sleep(delay: float) -> None:
         return None
 
-    monkeypatch.setattr(scenarios, "cmd", nothing)
+    monkeypatch.setattr(infrastructure, "cmd", nothing)
     monkeypatch.setattr(verify, "broker_instance", same)
-    monkeypatch.setattr("orderflow.chaos.scenarios.asyncio.sleep", no_sleep)
+    monkeypatch.setattr("orderflow.chaos.infrastructure.asyncio.sleep", no_sleep)
     ctx = _context()
     await scenarios.BrokerRestart()._restart(ctx)
     assert ctx.faults.observed["broker restarts"] == 0
@@ -290,11 +290,11 @@ def test_a_service_that_bypasses_the_proxy_fails() -> None:
 
 def test_a_url_is_pointed_at_the_proxy_or_refused() -> None:
     url = "amqp://user:secret@127.0.0.1:5672/ofchaos_1"
-    assert scenarios._via(url, 40123) == "amqp://user:secret@127.0.0.1:40123/ofchaos_1"
+    assert infrastructure._via(url, 40123) == "amqp://user:secret@127.0.0.1:40123/ofchaos_1"
     with pytest.raises(ValueError, match="loopback"):
-        scenarios._via("amqp://user:secret@broker.example:5672/v", 40123)
+        infrastructure._via("amqp://user:secret@broker.example:5672/v", 40123)
     with pytest.raises(ValueError, match="port"):
-        scenarios._via("postgresql://u@127.0.0.1/db", 40123)
+        infrastructure._via("postgresql://u@127.0.0.1/db", 40123)
 
 
 async def test_the_proxy_counts_what_it_carried_and_cut() -> None:

@@ -9,19 +9,20 @@ which may read and write rows, never change the schema.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from asyncpg import Record
+from pydantic import TypeAdapter, ValidationError
 
+from contracts.types import Sku
 from libs.errors import OrderflowError
-from libs.pg.pool import Conn, connect
+from libs.pg import Conn, connection
 from libs.settings import Settings
 
-SKU = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
+_SKU: TypeAdapter[str] = TypeAdapter(Sku)  # the contract's SKU
 MAX_PRICE = Decimal("1000000000")  # what the contract's Money accepts
 CENT = Decimal("0.01")
 
@@ -53,11 +54,12 @@ class PriceChange:
 
 def parse_sku(text: str) -> str:
     sku = text.strip().upper()
-    if not SKU.fullmatch(sku):
+    try:
+        return _SKU.validate_python(sku, strict=True)
+    except ValidationError:
         raise CatalogError(
             f"{text!r} is not a SKU: 1 to 32 of A-Z, 0-9, - and _, starting with a letter or digit"
-        )
-    return sku
+        ) from None
 
 
 def parse_price(text: str | Decimal) -> Decimal:
@@ -130,11 +132,8 @@ async def seed(conn: Conn, rows: Iterable[tuple[str, str, Decimal]]) -> None:
 
 async def list_items(settings: Settings) -> list[CatalogItem]:
     """Every SKU with its price, by SKU."""
-    conn = await connect(settings.dsn_for("order_svc"), application_name="orderflow-cli")
-    try:
+    async with connection(settings.dsn_for("order_svc"), application_name="orderflow-cli") as conn:
         return await items(conn)
-    finally:
-        await conn.close()
 
 
 async def set_price(
@@ -146,8 +145,5 @@ async def set_price(
         name = name.strip()
         if not 0 < len(name) <= 200:
             raise CatalogError("--name: 1 to 200 characters")
-    conn = await connect(settings.dsn_for("order_svc"), application_name="orderflow-cli")
-    try:
+    async with connection(settings.dsn_for("order_svc"), application_name="orderflow-cli") as conn:
         return await change_price(conn, sku, amount, name=name)
-    finally:
-        await conn.close()
