@@ -7,7 +7,7 @@ unexport PYTHONDONTWRITEBYTECODE
 UV := uv
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: help bootstrap services demo test lint types unit integration chaos bench
+.PHONY: help bootstrap services tools demo test lint types unit integration chaos bench
 
 help:
 	@echo "make demo   - set everything up, run the services, place a mix of orders, show how each ended"
@@ -21,6 +21,9 @@ bootstrap:  ## uv, then the virtual environment exactly as uv.lock says
 services:
 	@scripts/ensure-services.sh
 
+tools:  ## Debian packages the tests use for real (Prometheus)
+	@scripts/ensure-tools.sh
+
 lint: bootstrap
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
@@ -29,13 +32,13 @@ lint: bootstrap
 types: bootstrap
 	$(UV) run --frozen mypy libs contracts orderflow order_svc payment_svc inventory_svc saga
 
-unit: bootstrap
+unit: bootstrap tools
 	$(PYTEST) tests/unit -q
 
 integration: bootstrap services
 	$(PYTEST) tests/integration -q
 
-test: bootstrap services lint types
+test: bootstrap services tools lint types
 	$(PYTEST) tests -q -p no:cacheprovider
 
 bench: bootstrap services

@@ -32,6 +32,7 @@ __all__ = [
     "ConsumerSettings",
     "RelayMode",
     "RelaySettings",
+    "RetentionSettings",
     "SagaSettings",
     "Settings",
 ]
@@ -55,6 +56,28 @@ class RelaySettings(BaseModel):
     retry_base: float = Field(default=0.5, gt=0, description="first retry delay, seconds")
     retry_cap: float = Field(default=60.0, gt=0, description="longest retry delay, seconds")
     confirm_timeout: float = Field(default=10.0, gt=0)
+
+
+class RetentionSettings(BaseModel):
+    """What the relay leader of each database deletes, once per ``interval``, in batches."""
+
+    interval: float = Field(default=60.0, gt=0, description="seconds between rounds")
+    outbox: float = Field(
+        default=3600.0, gt=0, description="published outbox rows are kept this long, seconds"
+    )
+    inbox: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="inbox records are kept this long, seconds: longer than any redelivery "
+        "can take (a copy arriving later would be processed again)",
+    )
+    sagas: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="ended saga instances and their logs are kept this long, seconds",
+    )
+    batch: int = Field(default=1000, ge=1, le=100_000, description="rows per delete")
+    pause: float = Field(default=0.05, ge=0, description="seconds between two deletes")
 
 
 class ConsumerSettings(BaseModel):
@@ -160,7 +183,24 @@ class Settings(BaseSettings):
         """``ORDERFLOW_READY_FILE=`` (empty) means no file, as before these were fields."""
         return None if value == "" else value
 
+    metrics: bool = True
+    """Record metrics (OpenTelemetry, exposed for Prometheus on ``/metrics``)."""
+    metrics_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two samples of the gauges read from the database (outbox, sagas)."""
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    """The port of ``/metrics``, ``/livez`` and ``/readyz`` (none: no HTTP server; 0: any
+    free port, written to ``http_port_file``)."""
+    http_host: str = "127.0.0.1"
+    http_port_file: Path | None = None
+    """Where a service writes the port it listens on (the supervisor reads it)."""
+
+    @field_validator("http_port", "http_port_file", mode="before")
+    @classmethod
+    def _empty_port_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     relay: RelaySettings = RelaySettings()
+    retention: RetentionSettings = RetentionSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     saga: SagaSettings = SagaSettings()
 

@@ -16,6 +16,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -70,7 +71,17 @@ async def check(
     try:
         order_db, payment_db, inventory_db, saga_db = await asyncio.gather(
             *(
-                _in(settings, s, partial(_read, service=s, grace=deadline_grace, ids=ids))
+                _in(
+                    settings,
+                    s,
+                    partial(
+                        _read,
+                        service=s,
+                        grace=deadline_grace,
+                        ids=ids,
+                        inbox_horizon=settings.retention.inbox,
+                    ),
+                )
                 for s in SERVICES
             )
         )
@@ -84,7 +95,14 @@ async def check(
     report.figures["refused"] = sum(1 for o in snap.orders if o["refused"])
 
     retries = settings.saga.retries
-    invariants.orders_and_sagas(report, snap, allow_pending=allow_pending, retries=retries)
+    now = datetime.now(UTC)
+    invariants.orders_and_sagas(
+        report,
+        snap,
+        allow_pending=allow_pending,
+        retries=retries,
+        sagas_pruned_before=now - timedelta(seconds=settings.retention.sagas),
+    )
     invariants.order_totals(report, snap)
     invariants.money(report, snap, allow_pending=allow_pending)
     invariants.stock(report, snap, allow_pending=allow_pending)
@@ -118,7 +136,11 @@ async def _in(settings: Settings, service: str, read: Callable[[Conn], Awaitable
 
 
 async def _read(
-    conn: Conn, service: str, grace: float, ids: Callable[[str, str, str], str]
+    conn: Conn,
+    service: str,
+    grace: float,
+    ids: Callable[[str, str, str], str],
+    inbox_horizon: float,
 ) -> Tables:
     """One service's tables (from its own ``queries`` module), its outbox and inbox, and the
     inbox records its effects imply that its inbox lacks (no inbox is pruned: every effect's
@@ -126,7 +148,13 @@ async def _read(
     tables: Tables = await service_queries(service).check_tables(conn, grace=grace)
     tables |= await outbox_store.check_tables(conn, examples=EXAMPLES)
     tables["inbox"] = await inbox_store.counts_by_type(conn)
-    wanted = invariants.expected_inbox(_snapshot(tables), ids).get(service, [])
+    # records older than the inbox's retention may be gone: only younger effects must have one
+    kept_since = datetime.now(UTC) - timedelta(seconds=inbox_horizon)
+    wanted = [
+        e
+        for e in invariants.expected_inbox(_snapshot(tables), ids).get(service, [])
+        if e.at is None or e.at >= kept_since
+    ]
     missing = await inbox_store.missing(
         conn, consumer=service, message_ids=[e.message_id for e in wanted]
     )

@@ -63,6 +63,26 @@ class OrderClient:
         await client._follow()
         return client
 
+    async def unserved(self) -> list[str]:
+        """The service queues an order goes through that no process consumes (asked of the
+        broker: consumers of each queue), or that do not exist."""
+        from orderflow.system import SYSTEM
+
+        idle = []
+        for queue in SYSTEM.queues.values():
+            channel = await self._connection.channel()
+            try:
+                declared = await channel.declare_queue(queue.name, passive=True)
+                consumers = declared.declaration_result.consumer_count
+            except Exception:  # no such queue: nothing consumes it either
+                consumers = 0
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+            if not consumers:
+                idle.append(queue.name)
+        return idle
+
     async def _follow(self) -> None:
         self._channel = await self._connection.channel()
         queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)

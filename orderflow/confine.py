@@ -42,6 +42,9 @@ _SERVICE_SETTINGS = (
     "ORDERFLOW_READY_FILE",
     "ORDERFLOW_FAULTS",
     "ORDERFLOW_UVLOOP",
+    "ORDERFLOW_METRICS",
+    "ORDERFLOW_HTTP_",
+    "ORDERFLOW_RETENTION__",
 )
 # Outside orderflow's own variables, those that name credentials or PostgreSQL's defaults.
 _FOREIGN_SECRETS = ("PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "DATABASE_URL")

@@ -1,4 +1,8 @@
-"""`orderflow status`: per service, what is waiting where."""
+"""`orderflow status`: per service, what is waiting where.
+
+The outbox and saga figures are the gauges the services export (``orderflow.outbox.*``,
+``orderflow.saga.*``), read by the same functions the services' samplers call, so the CLI and
+Prometheus never disagree on what a figure means."""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from dataclasses import dataclass, field
 from contracts.topology import QUEUES
 from libs.messaging import deadletters
 from libs.messaging.connection import connect as amqp_connect
-from libs.outbox import store as outbox
 from libs.pg import connection as pg_connection
 from libs.saga import store as saga_store
+from libs.service.upkeep import outbox_gauges
 from libs.settings import Settings
 from orderflow.system import SERVICES
 from saga.domain import order_saga
@@ -31,6 +35,8 @@ class ServiceStatus:
 class Status:
     services: list[ServiceStatus] = field(default_factory=list)
     sagas: dict[str, int] = field(default_factory=dict)
+    stuck: int = 0
+    oldest_seconds: float = 0.0
 
 
 async def status(settings: Settings) -> Status:
@@ -39,18 +45,24 @@ async def status(settings: Settings) -> Status:
     try:
         for service in SERVICES:
             async with pg_connection(settings.dsn_for(service)) as conn:
-                stats = await outbox.stats(conn)
+                gauges = {name: value for name, _, value in await outbox_gauges(conn)}
+                oldest = gauges["orderflow.outbox.lag"]
                 if service == "saga":
                     result.sagas = await saga_store.count_by_status(conn, saga=order_saga.NAME)
+                    saga = await saga_store.gauges(conn, saga=order_saga.NAME)
+                    result.stuck = int(sum(v for n, _, v in saga if n == "orderflow.saga.stuck"))
+                    result.oldest_seconds = max(
+                        (v for n, _, v in saga if n == "orderflow.saga.oldest"), default=0.0
+                    )
             queue = QUEUES[service]
             depth, consumers = await deadletters.depth(connection, queue.name)
             dead, _ = await deadletters.depth(connection, queue.dead_letter_queue)
             result.services.append(
                 ServiceStatus(
                     service,
-                    stats.pending,
-                    stats.oldest_pending_seconds,
-                    stats.dead,
+                    int(gauges["orderflow.outbox.pending"]),
+                    oldest if gauges["orderflow.outbox.pending"] else None,
+                    int(gauges["orderflow.outbox.dead"]),
                     queue.name,
                     depth,
                     consumers,

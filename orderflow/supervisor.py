@@ -51,6 +51,7 @@ class Child:
     restarts: int = 0
     started_at: float = 0.0
     exits: list[int] = field(default_factory=list)
+    http_port: int | None = None  # where its /metrics, /livez and /readyz answer
 
     @property
     def name(self) -> str:
@@ -90,6 +91,9 @@ class Supervisor:
             for service in services
             for n in range((replicas or {}).get(service, 1))
         ]
+        # ORDERFLOW_HTTP_PORT_BASE: child i listens on base + i (stable scrape targets across
+        # restarts); else each child takes any free port and says which
+        self._port_base = int(self._env.get("ORDERFLOW_HTTP_PORT_BASE") or 0) or None
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -118,6 +122,7 @@ class Supervisor:
 
     async def start(self, child: Child) -> None:
         env = dict(self._env)
+        env["ORDERFLOW_HTTP_PORT"] = str(self.port_of(child) or 0)
         env.update(child.env)
         if self._extra_env is not None:
             env.update(self._extra_env(child))
@@ -129,6 +134,7 @@ class Supervisor:
             env = service_environment(env, child.service, secrets_root=self._secrets_root)
             self._secret_dirs[child.name] = env["ORDERFLOW_SECRETS_DIR"]
         child.ready.clear()
+        child.http_port = None
         child.expected_exit = False
         child.started_at = time.monotonic()
         child.process = await asyncio.create_subprocess_exec(
@@ -149,6 +155,8 @@ class Supervisor:
             line = raw.decode(errors="replace").rstrip()
             if line == f"{child.service} ready":
                 child.ready.set()
+            elif line.startswith(f"{child.service} http ") and line.split()[-1].isdigit():
+                child.http_port = int(line.split()[-1])
             self._say(child.name, child.service, line)
         code = await process.wait()
         child.exits.append(code)
@@ -168,17 +176,29 @@ class Supervisor:
         else:
             self._alarm(f"{child.name} exited with code {code}; not restarting it")
 
+    def port_of(self, child: Child) -> int | None:
+        """The port a child is given (None: any free one, known once it says)."""
+        if self._port_base is None:
+            return None
+        return self._port_base + self.children.index(child)
+
     async def wait_ready(
         self, *, timeout: float = 60.0, children: list[Child] | None = None
     ) -> None:
-        """Until every child (or those given) is alive and has said it is ready."""
+        """Until every child (or those given) is alive, has said it is ready, and its
+        ``/readyz`` answers 200 (when it serves HTTP)."""
         pending = children or self.children
         deadline = time.monotonic() + timeout
-        while not all(c.alive and c.ready.is_set() for c in pending):
+        while True:
+            up = [c for c in pending if c.alive and c.ready.is_set()]
+            answers = await asyncio.gather(*(readyz(c) for c in up))
+            if len(up) == len(pending) and all(status == 200 for status, _ in answers):
+                return
             if time.monotonic() > deadline:
-                slow = [c.name for c in pending if not (c.alive and c.ready.is_set())]
-                raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(slow)}")
-            await asyncio.sleep(0.05)
+                why = {c.name: "not ready" for c in pending if c not in up}
+                why |= {c.name: body for c, (s, body) in zip(up, answers, strict=True) if s != 200}
+                raise RuntimeError(f"not ready after {timeout:.0f} s: {why}")
+            await asyncio.sleep(0.1)
 
     async def kill(self, child: Child, sig: int = signal.SIGKILL) -> None:
         """Signal a child and wait for it; the supervisor does not restart it."""
@@ -222,3 +242,25 @@ class Supervisor:
         for watcher in self._watchers:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(watcher, 5)
+
+
+async def readyz(child: Child, *, timeout: float = 2.0) -> tuple[int, str]:
+    """(status, body) of a child's ``/readyz``; (200, "") when it serves no HTTP, (0, why)
+    when it does not answer."""
+    if child.http_port is None:
+        return 200, ""
+    return await http_get(f"http://127.0.0.1:{child.http_port}/readyz", timeout=timeout)
+
+
+async def http_get(url: str, *, timeout: float = 2.0) -> tuple[int, str]:
+    """(status, body) of a GET; (0, why) when nothing answers."""
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(url) as response,
+        ):
+            return response.status, await response.text()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return 0, f"{type(exc).__name__}: {exc}"

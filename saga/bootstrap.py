@@ -6,7 +6,7 @@ from contracts import REGISTRY
 from contracts.system import SYSTEM
 from libs.pg import Migration
 from libs.saga import SagaCoordinator, store
-from libs.service import Runtime, ServiceDefinition
+from libs.service import Pruner, Runtime, ServiceDefinition
 from libs.settings import Settings
 from saga.domain.order_saga import order_saga
 
@@ -25,7 +25,8 @@ def coordinator(settings: Settings) -> SagaCoordinator:
 
 
 def definition(settings: Settings | None = None) -> ServiceDefinition:
-    coord = coordinator(settings or Settings())
+    settings = settings or Settings()
+    coord = coordinator(settings)
 
     async def timers(runtime: Runtime) -> None:
         await coord.run_timers(runtime.pool, runtime.wakeup)
@@ -37,4 +38,6 @@ def definition(settings: Settings | None = None) -> ServiceDefinition:
         handlers=dict.fromkeys(coord.definition.replies(), coord.handle),
         background=(timers,),
         on_stop=(coord.stop,),
+        samplers=(coord.gauges,),
+        pruners=(Pruner("saga_instance", settings.retention.sagas, coord.prune),),
     )

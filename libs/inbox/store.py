@@ -35,11 +35,17 @@ async def count(conn: Conn, *, consumer: str | None = None) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM inbox WHERE consumer = $1", consumer))
 
 
-async def prune(conn: Conn, *, older_than_seconds: float) -> int:
-    """Forget records older than the longest redelivery window the operator expects."""
+async def prune(conn: Conn, *, older_than_seconds: float, limit: int = 1000) -> int:
+    """Forget up to ``limit`` records older than ``older_than_seconds``, oldest first: the
+    horizon must be longer than any redelivery can take (a copy arriving after its record is
+    gone would be processed again)."""
     status = await conn.execute(
-        "DELETE FROM inbox WHERE processed_at < now() - make_interval(secs => $1)",
+        """DELETE FROM inbox WHERE (consumer, message_id) IN (
+               SELECT consumer, message_id FROM inbox
+                WHERE processed_at < clock_timestamp() - make_interval(secs => $1)
+                ORDER BY processed_at LIMIT $2)""",
         older_than_seconds,
+        limit,
     )
     return int(status.split()[-1])
 

@@ -129,6 +129,13 @@ class QueueConsumer:
                 self._idle.set()
 
     @property
+    def running(self) -> bool:
+        """Subscribed on an open channel, and (batch mode) its worker alive."""
+        channel = self._channel
+        worker_alive = self._worker is None or not self._worker.done()
+        return channel is not None and not channel.is_closed and worker_alive
+
+    @property
     def in_flight(self) -> int:
         return len(self._in_flight) + len(self._buffer) + int(self._worker_busy)
 

@@ -59,6 +59,7 @@ from libs.faults import NO_FAULTS, Faults
 from libs.messaging.publisher import Outgoing, Publisher
 from libs.observability.logging import get_logger
 from libs.observability.messaging import send_attributes, trace_headers_of
+from libs.observability.metrics import METRICS
 from libs.observability.tracing import context_from_headers, tracer
 from libs.outbox import store
 from libs.outbox.store import NOTIFY_CHANNEL, OutboxRow
@@ -68,7 +69,9 @@ from libs.settings import RelaySettings
 
 log = get_logger(__name__)
 _tracer = tracer("orderflow.outbox.relay")
-PRUNE_EVERY = 60.0
+RELAY = "orderflow.relay"
+LEADER = "orderflow.relay.leader"
+_PUBLISH = {"orderflow.operation": "publish"}
 JITTER = 0.5
 """Relay delays use equal jitter (at least half the exponential ceiling): they still grow, so
 ``max_attempts`` keeps meaning a span of time, while replicas and rows do not retry in step."""
@@ -83,7 +86,6 @@ class OutboxRelay:
         publisher: Publisher,
         settings: RelaySettings | None = None,
         faults: Faults = NO_FAULTS,
-        published_retention: float = 3600.0,
         listen: bool = True,
     ) -> None:
         self.name = name
@@ -91,7 +93,6 @@ class OutboxRelay:
         self._publisher = publisher
         self._settings = settings or RelaySettings()
         self._faults = faults
-        self._retention = published_retention
         # listen=False polls every sweep_interval: for poolers that break LISTEN (PgBouncer in
         # transaction mode) and as the benchmark's baseline.
         self._listen = listen
@@ -99,7 +100,6 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._lost_leadership = asyncio.Event()
         self._leader = False
-        self._last_prune = 0.0
         self._retries: list[float] = []  # heap: monotonic times nacked rows of this leader are due
         self.published = 0
         self.batches = 0
@@ -154,10 +154,12 @@ class OutboxRelay:
                 await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             worker = await connect(self._dsn, application_name=f"orderflow-relay:{self.name}")
             self._leader = True
+            METRICS.gauges.set(LEADER, 1, {RELAY: self.name})
             log.info("relay.leader", relay=self.name)
             await self._lead(worker)
         finally:
             self._leader = False
+            METRICS.gauges.set(LEADER, 0, {RELAY: self.name})
             for conn in (worker, listener):
                 if conn is not None and not conn.is_closed():
                     conn.terminate() if self._lost_leadership.is_set() else await conn.close()
@@ -178,6 +180,7 @@ class OutboxRelay:
         # The advisory lock died with the session: stop publishing now, another relay may lead.
         self._lost_leadership.set()
         self._leader = False
+        METRICS.gauges.set(LEADER, 0, {RELAY: self.name})
         self._wake.set()
 
     def _on_notify(self, *_: Any) -> None:
@@ -200,10 +203,8 @@ class OutboxRelay:
             timeout = self._settings.sweep_interval
             if self._retries:  # a nacked row is due before the sweep
                 timeout = min(timeout, max(0.0, self._retries[0] - time.monotonic()) + 0.01)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                await self._maybe_prune(worker)
 
     def _backoff(self, attempt: int) -> float:
         return backoff.delay(
@@ -234,6 +235,7 @@ class OutboxRelay:
                 )
             self.published += len(confirmed)
             self.batches += 1
+            self._measure(rows, confirmed)
             now = time.monotonic()
             for delay in {delay for _, _, delay in failed}:
                 heapq.heappush(self._retries, now + delay)
@@ -252,6 +254,21 @@ class OutboxRelay:
             if len(rows) < self._settings.batch_size:
                 return 0
         return 0
+
+    def _measure(self, rows: Sequence[OutboxRow], confirmed: list[int]) -> None:
+        """A drained batch's metrics: its size, the rows confirmed, each one's commit → confirm
+        time (the database's clock against this machine's: the same clock on one machine)."""
+        relay = {RELAY: self.name}
+        METRICS.publish_batch.record(len(rows), relay)
+        METRICS.sent.add(len(confirmed), relay)
+        METRICS.amqp_operations.add(len(rows), _PUBLISH)
+        now = datetime.now(UTC)
+        done = set(confirmed)
+        for row in rows:
+            if row.id in done:
+                METRICS.publish_latency.record(
+                    max(0.0, (now - row.created_at).total_seconds()), relay
+                )
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> dict[int, PublishError | None]:
         """Publish ``rows`` (in id order) in waves, at most one row per aggregate in a wave; the
@@ -323,14 +340,6 @@ class OutboxRelay:
                 span.set_status(Status(StatusCode.ERROR, str(outcome)))
             span.end()
         return outcomes
-
-    async def _maybe_prune(self, worker: Conn) -> None:
-        if time.monotonic() - self._last_prune < PRUNE_EVERY:
-            return
-        self._last_prune = time.monotonic()
-        pruned = await store.prune_published(worker, older_than_seconds=self._retention)
-        if pruned:
-            log.info("relay.pruned", relay=self.name, rows=pruned)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

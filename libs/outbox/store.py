@@ -233,10 +233,16 @@ async def stats(conn: Conn) -> OutboxStats:
     )
 
 
-async def prune_published(conn: Conn, *, older_than_seconds: float) -> int:
+async def prune_published(conn: Conn, *, older_than_seconds: float, limit: int = 1000) -> int:
+    """Delete up to ``limit`` rows published more than ``older_than_seconds`` ago (oldest
+    first); how many were deleted."""
     status = await conn.execute(
-        "DELETE FROM outbox WHERE published_at < clock_timestamp() - make_interval(secs => $1)",
+        """DELETE FROM outbox WHERE id IN (
+               SELECT id FROM outbox
+                WHERE published_at < clock_timestamp() - make_interval(secs => $1)
+                ORDER BY published_at LIMIT $2)""",
         older_than_seconds,
+        limit,
     )
     return int(status.split()[-1])
 

@@ -16,7 +16,7 @@ no commit-time lock). ``wake=False`` leaves the rows to the relay's sweep.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from libs.outbox.relay import Wakeup
@@ -34,6 +34,9 @@ class UnitOfWork(OutboxWriter):
         super().__init__()
         self.conn = conn
         self.written = 0
+        self.committed: list[Callable[[], None]] = []
+        """Called once the transaction committed, never after a rollback (metrics of what the
+        transaction did are recorded here, so a retried transaction is counted once)."""
 
 
 @asynccontextmanager
@@ -45,5 +48,7 @@ async def unit_of_work(
     async with conn.transaction():
         yield uow
         uow.written = await uow.flush(conn)
+    for done in uow.committed:
+        done()
     if uow.written and wake:
         await (wakeup or Wakeup(None)).after_commit(conn)

@@ -10,6 +10,8 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from libs.observability.metrics import METRICS, metrics_enabled
+
 __all__ = ["Conn", "connect", "connection", "create_pool"]
 
 # What handlers and stores accept: a plain connection or one borrowed from a pool.
@@ -21,11 +23,20 @@ async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool[Any]:
-    """A pool whose connections decode json/jsonb to Python objects."""
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection
-    )
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 8, name: str | None = None
+) -> asyncpg.Pool[Any]:
+    """A pool whose connections decode json/jsonb to Python objects; with a ``name``, and
+    metrics on, each statement its connections send counts as a round trip of that pool
+    (``orderflow.db.client.operations``)."""
+    counted = {"orderflow.pool": name} if name and metrics_enabled() else None
+
+    async def init(conn: asyncpg.Connection[Any]) -> None:
+        await _init_connection(conn)
+        if counted is not None:
+            conn.add_query_logger(lambda _query: METRICS.db_operations.add(1, counted))
+
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init)
     assert pool is not None
     return pool
 

@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanKind
 from libs import backoff
 from libs.messages.registry import Message, MessageRegistry
 from libs.observability.logging import get_logger
+from libs.observability.metrics import METRICS
 from libs.observability.tracing import (
     context_from_headers,
     current_trace_headers,
@@ -36,12 +37,21 @@ from libs.observability.tracing import (
 )
 from libs.outbox.relay import Wakeup
 from libs.outbox.store import OutboxWriter
-from libs.outbox.unit_of_work import unit_of_work
+from libs.outbox.unit_of_work import UnitOfWork, unit_of_work
 from libs.pg.errors import translate
 from libs.pg.pool import Conn
 from libs.saga import store
 from libs.saga.definition import SagaDefinition
-from libs.saga.engine import DeadlinePassed, Input, Reply, SagaState, Transition, start, transition
+from libs.saga.engine import (
+    TERMINAL,
+    DeadlinePassed,
+    Input,
+    Reply,
+    SagaState,
+    Transition,
+    start,
+    transition,
+)
 from libs.service.context import HandlerContext
 
 log = get_logger(__name__)
@@ -62,6 +72,10 @@ BLOCKED_PAUSE = 0.05
 FAILURE_PAUSE = 0.1
 """First pause of the timer after an error (then doubling, jittered, up to 5 s)."""
 FAILURE_PAUSE_CAP = 5.0
+
+
+_CAUSES = {"timed_out": "timed_out", "operator_compensate": "operator"}
+"""Log events beside ``compensating`` that say why it began (else a step's failure reply)."""
 
 
 def utcnow() -> datetime:
@@ -143,8 +157,9 @@ class SagaCoordinator:
             span.set_attribute("orderflow.saga.step", state.step)
         ids = ids_of_current_span()
         trace_id = ids[0] if ids else None
+        created_at: datetime | None = None
         if t.accepted and previous is not None:
-            await store.save_transition(
+            created_at = await store.save_transition(
                 conn,
                 saga=self.definition.name,
                 state=state,
@@ -184,6 +199,40 @@ class SagaCoordinator:
             )
         if state.deadline_at is not None:
             self.note_deadline(state.deadline_at)
+        if isinstance(writer, UnitOfWork):
+            writer.committed.append(lambda: self._count(previous, t, created_at))
+
+    def _count(
+        self, previous: SagaState | None, t: Transition, created_at: datetime | None
+    ) -> None:
+        """Metrics of a committed transition: a start, a compensation begun (by the step and
+        what caused it), an end (by outcome) and its duration."""
+        saga = {"orderflow.saga": self.definition.name}
+        state = t.state
+        if previous is None:
+            METRICS.saga_started.add(1, saga)
+            return
+        events = {entry.event: entry for entry in t.log}
+        begun = events.get("compensating")
+        if begun is not None:
+            cause = next((c for e, c in _CAUSES.items() if e in events), "failed")
+            step = begun.step or previous.step or ""
+            METRICS.saga_compensations.add(
+                1, {**saga, "orderflow.saga.step": step, "orderflow.cause": cause}
+            )
+        if state.status in TERMINAL and previous.status not in TERMINAL:
+            outcome = {**saga, "orderflow.outcome": state.status.value.lower()}
+            METRICS.saga_ended.add(1, outcome)
+            if created_at is not None:
+                METRICS.saga_duration.record((utcnow() - created_at).total_seconds(), outcome)
+
+    async def gauges(self, conn: Conn) -> list[tuple[str, dict[str, str], float]]:
+        """Sagas in flight by status and step, past their deadline, the oldest's age."""
+        return await store.gauges(conn, saga=self.definition.name)
+
+    async def prune(self, conn: Conn, *, older_than_seconds: float, limit: int) -> int:
+        """Ended instances (and their logs) older than ``older_than_seconds``, up to ``limit``."""
+        return await store.prune_finished(conn, older_than_seconds=older_than_seconds, limit=limit)
 
     def note_deadline(self, deadline: datetime) -> None:
         if self._next is None or deadline < self._next:

@@ -95,27 +95,29 @@ async def save_transition(
     previous_version: int,
     entries: tuple[LogEntry, ...],
     trace_id: str | None,
-) -> None:
+) -> datetime:
     """Update the instance (if its version is still ``previous_version``) and append its log
-    entries in one statement: one round trip per transition instead of two."""
-    updated = await conn.fetchval(
+    entries in one statement: one round trip per transition instead of two. Returns when the
+    instance was created."""
+    created_at: datetime | None = await conn.fetchval(
         f"""WITH u AS (
                UPDATE saga_instance
                   SET status = $3, step = $4, attempt = $5, state = $6, version = $7,
                       deadline_at = $8, updated_at = clock_timestamp()
                 WHERE saga = $1 AND id = $2 AND version = $9
-            RETURNING 1),
+            RETURNING created_at),
            l AS ({_LOG_ROWS.format(written="u")})
-           SELECT count(*) FROM u""",
+           SELECT (SELECT created_at FROM u)""",
         *_instance_columns(saga, state),
         previous_version,
         trace_id,
         *_log_columns(entries),
     )
-    if updated != 1:
+    if created_at is None:
         raise ConcurrencyConflict(
             f"saga {saga}/{state.id} changed under us (version {previous_version})"
         )
+    return created_at
 
 
 async def load_for_update(conn: Conn, *, saga: str, saga_id: str) -> Loaded | None:
@@ -246,3 +248,53 @@ async def count_by_status(conn: Conn, *, saga: str) -> dict[str, int]:
         "SELECT status, count(*) AS n FROM saga_instance WHERE saga = $1 GROUP BY status", saga
     )
     return {r["status"]: r["n"] for r in rows}
+
+
+async def prune_finished(conn: Conn, *, older_than_seconds: float, limit: int = 1000) -> int:
+    """Delete up to ``limit`` instances that ended more than ``older_than_seconds`` ago, with
+    their log; how many instances were deleted. Instances still running are never touched."""
+    deleted = await conn.fetchval(
+        """WITH gone AS (
+               DELETE FROM saga_instance WHERE (saga, id) IN (
+                   SELECT saga, id FROM saga_instance
+                    WHERE status IN ('COMPLETED', 'COMPENSATED')
+                      AND updated_at < clock_timestamp() - make_interval(secs => $1)
+                    ORDER BY updated_at LIMIT $2)
+               RETURNING saga, id),
+           logs AS (
+               DELETE FROM saga_log l USING gone g WHERE l.saga = g.saga AND l.saga_id = g.id)
+           SELECT count(*) FROM gone""",
+        older_than_seconds,
+        limit,
+    )
+    return int(deleted or 0)
+
+
+async def gauges(conn: Conn, *, saga: str) -> list[tuple[str, dict[str, str], float]]:
+    """The saga's gauges: instances in flight by status and step, those past their deadline,
+    those *stuck* (past their deadline, or re-sending a command nobody answered: a participant
+    is not replying), and the age of the oldest (0 when none is in flight)."""
+    rows = await conn.fetch(
+        """SELECT status, coalesce(step, '') AS step, count(*) AS n,
+                  count(*) FILTER (WHERE deadline_at < clock_timestamp()) AS overdue,
+                  count(*) FILTER (WHERE attempt > 0 OR deadline_at < clock_timestamp()) AS stuck,
+                  extract(epoch FROM clock_timestamp() - min(created_at)) AS oldest
+             FROM saga_instance
+            WHERE saga = $1 AND status IN ('RUNNING', 'COMPENSATING')
+            GROUP BY 1, 2""",
+        saga,
+    )
+    named = {"orderflow.saga": saga}
+    series: list[tuple[str, dict[str, str], float]] = [
+        (
+            "orderflow.saga.in_flight",
+            {**named, "orderflow.saga.status": r["status"], "orderflow.saga.step": r["step"]},
+            r["n"],
+        )
+        for r in rows
+    ]
+    series.append(("orderflow.saga.overdue", named, sum(r["overdue"] for r in rows)))
+    series.append(("orderflow.saga.stuck", named, sum(r["stuck"] for r in rows)))
+    oldest = max((float(r["oldest"]) for r in rows), default=0.0)
+    series.append(("orderflow.saga.oldest", named, oldest))
+    return series

@@ -3,14 +3,17 @@
 from libs.service.app import Runtime, ServiceDefinition, main, serve
 from libs.service.context import Handler, HandlerContext, Refuser
 from libs.service.runner import MessageRunner, RunnerStats
+from libs.service.upkeep import Pruner, Sampler
 
 __all__ = [
     "Handler",
     "HandlerContext",
     "MessageRunner",
+    "Pruner",
     "Refuser",
     "RunnerStats",
     "Runtime",
+    "Sampler",
     "ServiceDefinition",
     "main",
     "serve",

@@ -25,12 +25,15 @@ from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
 from libs.messaging.publisher import Publisher
 from libs.messaging.topology import declare_own
 from libs.observability.logging import get_logger, setup_logging
+from libs.observability.metrics import METRICS, setup_metrics
 from libs.observability.tracing import setup_tracing, shutdown_tracing
 from libs.outbox.relay import OutboxRelay, Wakeup
 from libs.pg.pool import create_pool
 from libs.secrets import user_of
 from libs.service.context import Handler, Refuser
+from libs.service.http import Health, HttpServer
 from libs.service.runner import MessageRunner
+from libs.service.upkeep import Pruner, Sampler, pruners, run_retention, run_sampler
 from libs.settings import RelayMode, Settings
 from libs.system import ServiceSpec, SystemSpec
 
@@ -61,6 +64,10 @@ class ServiceDefinition:
     on_stop: Sequence[Callable[[], None]] = field(default_factory=tuple)
     refusals: Mapping[str, Refuser] = field(default_factory=dict)
     """Per message type, who answers data that fails its schema (instead of dead-lettering)."""
+    samplers: Sequence[Sampler] = field(default_factory=tuple)
+    """Gauges read from its database by its relay leader, besides the outbox's."""
+    pruners: Sequence[Pruner] = field(default_factory=tuple)
+    """Rows its retention deletes, besides published outbox rows and old inbox records."""
 
     @property
     def spec(self) -> ServiceSpec:
@@ -88,6 +95,8 @@ async def serve(
     mode: RelayMode = relay_mode or settings.relay.mode
     setup_logging(service=definition.name, fmt=settings.log_format, level=settings.log_level)
     setup_tracing(definition.name)
+    if settings.metrics:
+        setup_metrics(definition.name)
     faults = Faults.from_spec(settings.faults, settings.faults_seed)
     if stopping is None:
         stopping = asyncio.Event()
@@ -95,11 +104,14 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
 
-    pool = await create_pool(settings.dsn_for(definition.name), max_size=settings.pool_size)
+    pool = await create_pool(
+        settings.dsn_for(definition.name), max_size=settings.pool_size, name=definition.name
+    )
     amqp_url = settings.amqp_url_for(definition.name)
     connection = await amqp_connect(
         amqp_url, name=definition.name, ssl_context=settings.amqp_ssl_context()
     )
+    connection.reconnect_callbacks.add(lambda *_: METRICS.reconnects.add(1))
     channel = await connection.channel()
     await declare_own(channel, queues=[definition.spec.queue], publishes=definition.spec.publishes)
     await channel.close()
@@ -154,6 +166,29 @@ async def serve(
             await consumer.start()
             consumers.append(consumer)
         tasks += [asyncio.create_task(b(runtime), name="background") for b in definition.background]
+    health = _health(connection, consumers, relay, tasks)
+    probes = asyncio.Event()  # set when stopping: ends the probes, sampler and retention
+    tasks.append(asyncio.create_task(health.probe_database(pool, probes), name="probe"))
+    if relay is not None:
+        tasks.append(
+            asyncio.create_task(
+                run_sampler(
+                    pool, relay, definition.samplers, probes, interval=settings.metrics_interval
+                ),
+                name="sampler",
+            )
+        )
+        cleaners = pruners(settings.retention, definition.pruners)
+        tasks.append(
+            asyncio.create_task(
+                run_retention(pool, relay, cleaners, settings.retention, probes), name="retention"
+            )
+        )
+    http: HttpServer | None = None
+    if settings.http_port is not None:
+        http = HttpServer(health, host=settings.http_host, port=settings.http_port)
+        port = await http.start(settings.http_port_file)
+        print(f"{definition.name} http {port}", flush=True)  # noqa: T201 - read by the supervisor
     log.info(
         "service.started",
         relay=mode,
@@ -169,6 +204,8 @@ async def serve(
     await stopping.wait()
 
     log.info("service.stopping")
+    health.stopping = True
+    probes.set()
     if ready_file:
         _mark_ready(ready_file, ready=False)
     if runner is not None:
@@ -183,11 +220,45 @@ async def serve(
     for task in tasks:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=10)
+    if http is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http.stop(), 5)
     for closing in (publisher.close(), connection.close(), pool.close()):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(closing, 5)
     shutdown_tracing()
     log.info("service.stopped")
+
+
+def _health(
+    connection: Any,
+    consumers: list[QueueConsumer],
+    relay: OutboxRelay | None,
+    tasks: list[asyncio.Task[None]],
+) -> Health:
+    """The readiness checks of a service process (see :mod:`libs.service.http`)."""
+    health = Health(tasks=tasks)
+
+    def database() -> str | None:
+        return None if health.database_ok else "the database did not answer the last probe"
+
+    def broker() -> str | None:
+        up = connection.connected.is_set() and not connection.is_closed
+        METRICS.gauges.set("orderflow.broker.connected", int(up))
+        return None if up else "not connected to the broker"
+
+    def consuming() -> str | None:
+        stopped = sum(not c.running for c in consumers)
+        return f"{stopped} of {len(consumers)} consumers not running" if stopped else None
+
+    def relaying() -> str | None:
+        alive = any(t.get_name() == "relay" and not t.done() for t in tasks)
+        return None if alive else "the relay is not running"
+
+    health.checks.update({"database": database, "broker": broker, "consumers": consuming})
+    if relay is not None:
+        health.checks["relay"] = relaying
+    return health
 
 
 def senders(settings: Settings, definition: ServiceDefinition) -> dict[str, frozenset[str]]:

@@ -67,6 +67,13 @@ class DeliveryReader:
         self._senders = senders
         self._refusals = refusals
 
+    def known_type(self, envelope: Envelope | None) -> str:
+        """The envelope's type when this consumer handles it, else ``other``: a metric's
+        attribute must not take a stranger's made-up type names."""
+        if envelope is not None and envelope.type in self._handlers:
+            return envelope.type
+        return "other"
+
     def read(self, delivery: Delivery) -> tuple[Envelope, Message | None, Handler]:
         """The delivery as (event, message, handler), or the PoisonMessage that says why not.
 

@@ -12,12 +12,14 @@ For the deliveries it is given the runner:
    batch of several is to be acked, else one by one. An ack is never sent before the commit.
 
 When a batch of several fails as a whole, it is rolled back and each message is committed alone
-with its own retries, so one bad message costs only itself.
+with its own retries, then dead-lettered or settled at once, so one bad message costs only
+itself and holds back no other message's ack.
 
 Failures inside step 2 are translated (``libs.pg.errors``): a serialization failure or deadlock is
 retried with backoff up to ``conflict_retries`` times; an unreachable database is retried for up to
 ``unavailable_window`` seconds; any other exception (a bug, a constraint) is retried twice. What
-is still failing is dead-lettered with its reason and attempt count. If the dead-letter publish
+is still failing is dead-lettered with its reason and attempt count (:data:`METRICS` counts each
+outcome; ``stats`` keeps the same counts for tests). If the dead-letter publish
 itself is not confirmed, the delivery is requeued, never dropped. A crash at any point leaves the
 delivery unacked: the broker redelivers it, and quorum queues' ``x-delivery-limit`` ends a loop
 of crashes in the dead-letter queue.
@@ -26,28 +28,26 @@ of crashes in the dead-letter queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from libs import backoff
 from libs.errors import ConcurrencyConflict, InfrastructureUnavailable, PoisonMessage
 from libs.faults import NO_FAULTS, Faults
 from libs.inbox import store as inbox
-from libs.messages.envelope import Envelope
 from libs.messages.registry import Message, MessageRegistry
 from libs.messaging.consumer import DeadLetterPublisher, Delivery, delivery_count, settle
 from libs.observability.logging import get_logger
-from libs.observability.messaging import process_attributes
-from libs.observability.tracing import context_from_headers, tracer
+from libs.observability.metrics import ERROR, METRICS, OUTCOME, QUEUE, TYPE
+from libs.observability.tracing import tracer
 from libs.outbox.relay import Wakeup
 from libs.outbox.store import OutboxWriter
 from libs.outbox.unit_of_work import unit_of_work
@@ -55,6 +55,7 @@ from libs.pg.errors import translate
 from libs.pg.pool import Conn
 from libs.service.context import Handler, HandlerContext, Refuser
 from libs.service.reading import DeliveryReader, Refusal
+from libs.service.work import RunnerStats, Work, db_span
 from libs.settings import ConsumerSettings
 
 __all__ = ["MessageRunner", "RunnerStats"]
@@ -62,37 +63,7 @@ __all__ = ["MessageRunner", "RunnerStats"]
 log = get_logger(__name__)
 _tracer = tracer("orderflow.consumer")
 OTHER_ERROR_RETRIES = 2
-
-
-@dataclass(slots=True)
-class RunnerStats:
-    """What the runner did, counted as it happens (not read back from its log)."""
-
-    processed: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    retries: int = 0
-    requeued: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Work:
-    """One delivery on its way: its span, what reading it gave, and how it is to be settled."""
-
-    delivery: Delivery
-    span: Span
-    envelope: Envelope | None = None
-    message: Message | None = None
-    handler: Handler | None = None
-    error: BaseException | None = None  # to be dead-lettered with
-    attempts: int = 0
-    requeue: bool = False  # settle by returning it to the queue
-
-    @property
-    def key(self) -> str:
-        """The inbox key: the event id in the form PostgreSQL prints a uuid in."""
-        assert self.envelope is not None
-        return str(uuid.UUID(self.envelope.id))
+_ACK = {"orderflow.operation": "settle"}
 
 
 class MessageRunner:
@@ -148,52 +119,88 @@ class MessageRunner:
         Called by one worker per channel in batch mode, so no other worker's deliveries can be
         acked by the multiple ack; a batch of one is acked alone.
         """
-        works = [self._open(delivery) for delivery in deliveries]
+        started = time.perf_counter()
+        works: list[Work] = []
         try:
+            for delivery in deliveries:
+                works.append(self._open(delivery))
             readable = [w for w in works if w.error is None]
-            if len(readable) > 1:
-                try:
-                    await self._commit(readable)
-                except Exception as raw:
-                    log.info(
-                        "consumer.batch_fallback",
-                        size=len(readable),
-                        error_class=type(translate(raw)).__name__,
-                    )
-                    for work in readable:
-                        await self._commit_with_retries(work)
-            elif readable:
-                await self._commit_with_retries(readable[0])
-            if readable:
-                self._faults.point("consumer.after_commit")
-            for work in works:
-                if work.error is not None and not work.requeue:
-                    with self._current(work):
-                        work.requeue = not await self._publish_dead_letter(work)
-            if len(works) > 1 and not any(w.requeue for w in works):
-                await settle(deliveries[-1], ack=True, multiple=True)
-            else:
+            if len(readable) > 1 and await self._commit_together(readable):
+                await self._finish(works)
+            else:  # each alone: committed with its own retries, then settled at once
+                seen: set[str] = set()  # a later copy of a message of this batch is a duplicate
                 for work in works:
-                    await settle(work.delivery, ack=not work.requeue)
+                    if work.error is None and work.key in seen:
+                        self._duplicate(work)
+                    elif work.error is None:
+                        seen.add(work.key)
+                        await self._commit_with_retries(work)
+                    await self._finish([work])
+            self._measure(works, time.perf_counter() - started)
         finally:
             for work in works:
                 work.span.end()
 
+    async def _commit_together(self, works: list[Work]) -> bool:
+        """One transaction for all of ``works``; False (rolled back, the works as they were
+        before) when it failed, for each to be committed alone."""
+        try:
+            await self._commit(works)
+            return True
+        except Exception as raw:
+            log.info(
+                "consumer.batch_fallback",
+                size=len(works),
+                error_class=type(translate(raw)).__name__,
+            )
+            for work in works:
+                work.error, work.duplicate, work.attempts, work.committed = None, False, 0, False
+            return False
+
+    async def _finish(self, works: list[Work]) -> None:
+        """Dead-letter what failed, then settle: one multiple ack for a batch of several that
+        is all to be acked, else one by one."""
+        if any(w.committed for w in works):
+            self._faults.point("consumer.after_commit")
+        for work in works:
+            if work.error is not None and not work.requeue:
+                with self._current(work):
+                    work.requeue = not await self._publish_dead_letter(work)
+        if len(works) > 1 and not any(w.requeue for w in works):
+            await settle(works[-1].delivery, ack=True, multiple=True)
+            METRICS.amqp_operations.add(1, _ACK)
+            return
+        for work in works:
+            with self._current(work):
+                await settle(work.delivery, ack=not work.requeue)
+        METRICS.amqp_operations.add(len(works), _ACK)
+
+    def _duplicate(self, work: Work) -> None:
+        work.duplicate = True
+        self.stats.duplicates += 1
+        with self._current(work):
+            log.info("consumer.duplicate")
+
+    def _measure(self, works: list[Work], elapsed: float) -> None:
+        """The batch's metrics: its size, and per delivery its outcome and handling time."""
+        queue = {QUEUE: self.queue}
+        METRICS.batch_size.record(len(works), queue)
+        for work in works:
+            if work.requeue:
+                outcome = {OUTCOME: "requeued"}
+            elif work.error is not None:
+                outcome = {OUTCOME: "dead_lettered", ERROR: type(work.error).__name__}
+            else:
+                outcome = {OUTCOME: "duplicate" if work.duplicate else "processed"}
+            kind = self._reader.known_type(work.envelope)
+            METRICS.consumed.add(1, {**queue, TYPE: kind, **outcome})
+            METRICS.process_duration.record(elapsed, {**queue, TYPE: kind})
+
     # -- reading ---------------------------------------------------------------------------
-    def _open(self, delivery: Delivery) -> _Work:
+    def _open(self, delivery: Delivery) -> Work:
         """The delivery's CONSUMER span, started, and what reading it gave."""
-        span = _tracer.start_span(
-            f"process {delivery.routing_key or self.queue}",
-            context=context_from_headers(delivery.headers or {}),
-            kind=SpanKind.CONSUMER,
-            attributes=process_attributes(
-                exchange=delivery.exchange or "",
-                routing_key=delivery.routing_key or "",
-                message_id=delivery.message_id or "",
-                queue=self.queue,
-            ),
-        )
-        work = _Work(delivery, span)
+        work = Work.start(delivery, self.queue)
+        span = work.span
         try:
             work.envelope, work.message, work.handler = self._reader.read(delivery)
         except PoisonMessage as exc:
@@ -207,7 +214,7 @@ class MessageRunner:
         return work
 
     @contextmanager
-    def _current(self, work: _Work) -> Iterator[None]:
+    def _current(self, work: Work) -> Iterator[None]:
         """The work's span is the current span and its ids are in every log line meanwhile."""
         context: dict[str, Any] = {
             "message_id": work.delivery.message_id,
@@ -217,20 +224,25 @@ class MessageRunner:
         if work.envelope is not None and work.envelope.subject:
             context["order_id"] = work.envelope.subject
         with (
-            trace.use_span(work.span, end_on_exit=False),
+            trace.use_span(
+                work.span,
+                end_on_exit=False,
+                record_exception=False,  # the outcome sets the status: a retry may still pass
+                set_status_on_exception=False,
+            ),
             structlog.contextvars.bound_contextvars(**context),
         ):
             yield
 
     # -- committing ------------------------------------------------------------------------
-    async def _commit_with_retries(self, work: _Work) -> None:
+    async def _commit_with_retries(self, work: Work) -> None:
         """Commit one message alone, retrying what may pass; what still fails is left in
         ``work.error`` (or ``work.requeue`` when stopping without a database)."""
         conflicts = others = 0
         unavailable_since: float | None = None
         while True:
             work.attempts += 1
-            work.error = None
+            work.error, work.duplicate, work.committed = None, False, False
             try:
                 await self._commit([work])
                 return
@@ -265,6 +277,7 @@ class MessageRunner:
                             self.stats.requeued += 1
                         return
                     self.stats.retries += 1
+                    METRICS.retries.add(1, {QUEUE: self.queue, ERROR: type(error).__name__})
                     delay = backoff.delay(
                         work.attempts, base=self._settings.retry_base, cap=self._settings.retry_cap
                     )
@@ -277,47 +290,54 @@ class MessageRunner:
                 await asyncio.sleep(delay)
 
     @staticmethod
-    def _fail(work: _Work, error: BaseException) -> None:
+    def _fail(work: Work, error: BaseException) -> None:
         work.error = error
         work.span.record_exception(error)
         work.span.set_status(Status(StatusCode.ERROR, type(error).__name__))
 
-    async def _commit(self, works: list[_Work]) -> None:
+    async def _commit(self, works: list[Work]) -> None:
         """One transaction for ``works``: inbox rows, then each fresh message's handler.
 
         A refusal that cannot answer is undone alone (its savepoint, its outbox rows and its
         inbox row, so that a replay of its dead letter is processed) and left with its error, to
         be dead-lettered after the commit; anything else that raises rolls back everything.
+        The database CLIENT span covers the whole transaction of a single message, and each
+        handler's share of a batch's.
         """
-        handled: list[_Work] = []
-        duplicates: list[_Work] = []
-        async with self._pool.acquire() as conn, unit_of_work(conn, self._wakeup) as uow:
-            fresh = await inbox.claim_many(
-                conn,
-                consumer=self.consumer,
-                messages=[(w.key, w.envelope.type) for w in works if w.envelope is not None],
-            )
-            seen: set[str] = set()  # a second copy in the same batch is a duplicate too
-            for work in works:
-                if work.key not in fresh or work.key in seen:
-                    duplicates.append(work)
-                    continue
-                seen.add(work.key)
-                with self._current(work):
-                    if await self._handle(conn, uow, work, batched=len(works) > 1):
-                        handled.append(work)
+        handled: list[Work] = []
+        duplicates: list[Work] = []
+        alone = len(works) == 1
+        with contextlib.ExitStack() as scope:
+            if alone:
+                scope.enter_context(self._current(works[0]))
+                scope.enter_context(db_span(works[0], batched=False))
+            async with self._pool.acquire() as conn, unit_of_work(conn, self._wakeup) as uow:
+                fresh = await inbox.claim_many(
+                    conn,
+                    consumer=self.consumer,
+                    messages=[(w.key, w.envelope.type) for w in works if w.envelope is not None],
+                )
+                seen: set[str] = set()  # a second copy in the same batch is a duplicate too
+                for work in works:
+                    if work.key not in fresh or work.key in seen:
+                        duplicates.append(work)
+                        continue
+                    seen.add(work.key)
+                    with contextlib.ExitStack() as own:
+                        if not alone:
+                            own.enter_context(self._current(work))
+                            own.enter_context(db_span(work, batched=True))
+                        if await self._handle(conn, uow, work):
+                            handled.append(work)
         self.stats.processed += len(handled)
-        self.stats.duplicates += len(duplicates)
         for work in duplicates:
-            with self._current(work):
-                log.info("consumer.duplicate")
+            self._duplicate(work)
         for work in handled:
+            work.committed = True
             with self._current(work):
-                log.debug("consumer.handled", outbox_rows=uow.written)
+                log.debug("consumer.handled", outbox_rows=work.outbox_rows)
 
-    async def _handle(
-        self, conn: Conn, outbox: OutboxWriter, work: _Work, *, batched: bool
-    ) -> bool:
+    async def _handle(self, conn: Conn, outbox: OutboxWriter, work: Work) -> bool:
         """Run the work's handler in the caller's transaction; its aggregates' events go to
         ``outbox``. False when a refusal could not answer (undone, ``work.error`` set)."""
         assert work.envelope is not None
@@ -329,35 +349,27 @@ class MessageRunner:
             source=self._source,
             outbox=outbox,
         )
-        with _tracer.start_as_current_span(
-            "postgresql transaction",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "db.system": "postgresql",
-                "db.operation.name": "TRANSACTION",
-                "orderflow.handler": getattr(work.handler, "__qualname__", repr(work.handler)),
-                "orderflow.batched": batched,
-            },
-        ):
-            if not isinstance(work.handler, Refusal):
+        mark = len(outbox.pending)
+        if not isinstance(work.handler, Refusal):
+            await work.handler(work.message, ctx)
+            ctx.write_collected()
+            work.outbox_rows = len(outbox.pending) - mark
+            return True
+        try:
+            async with conn.transaction():  # a savepoint
                 await work.handler(work.message, ctx)
                 ctx.write_collected()
-                return True
-            mark = len(outbox.pending)
-            try:
-                async with conn.transaction():  # a savepoint
-                    await work.handler(work.message, ctx)
-                    ctx.write_collected()
-            except PoisonMessage as exc:
-                del outbox.pending[mark:]
-                await inbox.forget(conn, consumer=self.consumer, message_id=work.key)
-                self._fail(work, exc)
-                work.attempts = max(work.attempts, 1)
-                return False
-            return True
+        except PoisonMessage as exc:
+            del outbox.pending[mark:]
+            await inbox.forget(conn, consumer=self.consumer, message_id=work.key)
+            self._fail(work, exc)
+            work.attempts = max(work.attempts, 1)
+            return False
+        work.outbox_rows = len(outbox.pending) - mark
+        return True
 
     # -- dead letters ----------------------------------------------------------------------
-    async def _publish_dead_letter(self, work: _Work) -> bool:
+    async def _publish_dead_letter(self, work: Work) -> bool:
         """Dead-letter without settling; False when the broker did not confirm it, after a pause
         (the caller requeues the delivery, which must not come straight back in a tight loop)."""
         assert work.error is not None

@@ -57,6 +57,25 @@ def parse_item(text: str) -> tuple[str, int, Decimal | None]:
     return sku, int(parts[1]), None
 
 
+START_SERVICES = "uv run orderflow up"
+
+
+async def _say_if_unserved(client: Any, *, fail: bool) -> None:
+    """Say at once when no service consumes a queue the order goes through (and stop, when
+    ``fail``: waiting could only time out)."""
+    idle = await client.unserved()
+    if not idle:
+        return
+    text = (
+        f"no service consumes {', '.join(idle)}: start the services with `{START_SERVICES}` "
+        "in another terminal (or run `make demo`)"
+    )
+    if fail:
+        err.print(f"[red]{text}[/]", soft_wrap=True)
+        raise typer.Exit(1)
+    err.print(f"[yellow]{text}; the order waits in the queue until they run[/]", soft_wrap=True)
+
+
 @app.command("place-order")
 def place_order(
     customer: str = typer.Option(..., "--customer", help="customer id, e.g. alice"),
@@ -92,6 +111,7 @@ def place_order(
         setup_tracing("orderflow-cli")
         client = await OrderClient.open(settings.amqp_url)
         try:
+            await _say_if_unserved(client, fail=wait)
             outcome = await client.place(customer_id=customer, items=items, order_id=order_id)
             console.print(
                 f"order [bold]{outcome.order_id}[/] placed"
@@ -164,6 +184,7 @@ def load(
     async def main() -> Any:
         client = await OrderClient.open(settings.amqp_url)
         try:
+            await _say_if_unserved(client, fail=True)
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),

@@ -55,14 +55,24 @@ def up(
     no_restart: bool = typer.Option(
         False, "--no-restart", help="stop reporting, do not restart, a child that dies"
     ),
+    http_port_base: int = typer.Option(
+        9100,
+        "--http-port-base",
+        min=0,
+        max=65000,
+        help="child i serves /metrics, /livez and /readyz on this port + i (0: any free port)",
+    ),
 ) -> None:
     """Run all four services as supervised child processes until Ctrl-C."""
+    import os
+
     from orderflow.supervisor import Supervisor
 
     counts = _replicas(replicas)
 
     async def main() -> None:
-        supervisor = Supervisor(replicas=counts, restart=not no_restart)
+        env = {**os.environ, "ORDERFLOW_HTTP_PORT_BASE": str(http_port_base)}
+        supervisor = Supervisor(env=env, replicas=counts, restart=not no_restart)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         import signal
@@ -157,6 +167,10 @@ def status() -> None:
     console.print(table)
     console.print(
         "sagas: " + (", ".join(f"{k} {v}" for k, v in sorted(result.sagas.items())) or "none")
+    )
+    console.print(
+        f"in flight: {result.stuck} stuck (orderflow_saga_stuck), oldest "
+        f"{result.oldest_seconds:.0f}s (orderflow_saga_oldest_seconds)"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 
 from orderflow.invariants.report import (
@@ -17,10 +18,17 @@ from orderflow.invariants.report import (
 
 
 def orders_and_sagas(
-    report: CheckReport, snap: Snapshot, *, allow_pending: bool, retries: int
+    report: CheckReport,
+    snap: Snapshot,
+    *,
+    allow_pending: bool,
+    retries: int,
+    sagas_pruned_before: datetime | None = None,
 ) -> None:
     """Every order terminal with exactly one saga that ended the matching way — except refused
-    orders, which have none; no saga past its deadline or re-sending beyond the retry policy."""
+    orders, which have none, and orders that ended before ``sagas_pruned_before``, whose saga
+    retention may have deleted; no saga past its deadline or re-sending beyond the retry
+    policy."""
     # one saga per order (the primary key) and a refused order REJECTED with total 0 (a CHECK)
     # are the schema's to keep; what it cannot keep is checked here
     saga_of = {s["id"]: s for s in snap.sagas}
@@ -49,7 +57,9 @@ def orders_and_sagas(
                 )
             continue
         if s is None:
-            report.violation(f"order {o['id']} is {o['status']} but has no saga")
+            pruned = sagas_pruned_before is not None and o["updated_at"] < sagas_pruned_before
+            if not pruned:
+                report.violation(f"order {o['id']} is {o['status']} but has no saga")
         elif s["status"] != EXPECTED_SAGA[o["status"]] and (
             s["status"] in TERMINAL_SAGA or not allow_pending
         ):

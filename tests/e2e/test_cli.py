@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import time
 import uuid
 from decimal import Decimal
 
@@ -235,3 +236,30 @@ async def test_make_demo_sets_up_runs_a_mix_and_shows_every_outcome() -> None:
         assert "not enough stock for GIZMO" in out
         assert re.search(r"trace [0-9a-f]{32}", out)
         json.dumps(out)  # printable
+
+
+async def test_place_order_wait_and_load_say_at_once_that_no_service_runs() -> None:
+    async with running_system(services=()) as system:  # set up, nothing consuming
+        started = time.monotonic()
+        code, out = await cli(
+            system.env, "place-order", "--customer", "alice", "--item", "WIDGET:1", "--wait"
+        )
+        assert code == 1, out
+        assert "no service consumes order_svc.commands" in out
+        assert "uv run orderflow up" in out
+        code, load_out = await cli(system.env, "load", "--orders", "3")
+        assert code == 1, load_out
+        assert "no service consumes" in load_out
+        assert time.monotonic() - started < 30  # not the 60 s of waiting for nothing
+        # without --wait the order is still placed, with a warning
+        code, out = await cli(
+            system.env, "place-order", "--customer", "alice", "--item", "WIDGET:1"
+        )
+        assert code == 0, out
+        assert "the order waits in the queue" in out
+    async with running_system() as system:  # and with the services up, no such sentence
+        code, out = await cli(
+            system.env, "place-order", "--customer", "alice", "--item", "WIDGET:1", "--wait"
+        )
+        assert code == 0, out
+        assert "no service consumes" not in out

@@ -77,3 +77,90 @@ def test_the_dockerfile_builds_from_the_lock_file_and_runs_unprivileged() -> Non
         assert f"COPY {package} ./{package}" in text
     uv_pin = re.search(r"uv==([0-9.]+)", text)
     assert uv_pin is not None
+
+
+def test_service_health_checks_ask_readyz_on_the_metrics_port() -> None:
+    for name in SERVICES:
+        svc = COMPOSE["services"][name]
+        assert "/readyz" in " ".join(svc["healthcheck"]["test"]), name
+        assert svc["environment"]["ORDERFLOW_HTTP_PORT"] == "9100"
+        assert "ORDERFLOW_READY_FILE" not in svc["environment"]
+
+
+def test_prometheus_scrapes_every_service_and_grafana_is_provisioned_beside_it() -> None:
+    prometheus = COMPOSE["services"]["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        c["labels"]["service"]: c["targets"]
+        for job in config["scrape_configs"]
+        for c in job["static_configs"]
+    }
+    assert targets == {name: [f"{name}:9100"] for name in SERVICES}
+    assert config["rule_files"] == ["rules.yml"]
+    grafana = COMPOSE["services"]["grafana"]
+    mounts = {v.split(":")[1] for v in grafana["volumes"]}
+    assert mounts == {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"}
+    sources = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert sources["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def exported_names() -> set[str]:
+    """Every metric name the services export, as Prometheus sees it."""
+    from libs.observability.metrics import METRICS, exposition, setup_metrics
+
+    setup_metrics("test")
+    for gauge in (
+        "orderflow.outbox.pending", "orderflow.outbox.lag", "orderflow.outbox.dead",
+        "orderflow.relay.leader", "orderflow.saga.in_flight", "orderflow.saga.overdue",
+        "orderflow.saga.stuck", "orderflow.saga.oldest", "orderflow.broker.connected",
+        "orderflow.database.up", "orderflow.ready",
+    ):  # fmt: skip
+        METRICS.gauges.set(gauge, 1)
+    for counter in (
+        METRICS.consumed, METRICS.retries, METRICS.sent, METRICS.saga_started,
+        METRICS.saga_ended, METRICS.saga_compensations, METRICS.reconnects,
+        METRICS.db_operations, METRICS.pruned, METRICS.amqp_operations,
+    ):  # fmt: skip
+        counter.add(1)
+    for histogram in (
+        METRICS.process_duration, METRICS.batch_size, METRICS.publish_batch,
+        METRICS.publish_latency, METRICS.saga_duration,
+    ):  # fmt: skip
+        histogram.record(1)
+    names = set(re.findall(r"^(\w+)\{", exposition().decode(), re.M))
+    return names | {"up"}
+
+
+def metrics_in(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (label names and matchers left out)."""
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\bby\s*\([^)]*\)", "", expr)
+    found = set(re.findall(r"\b((?:orderflow|messaging)_\w+|up)\b", expr))
+    return {
+        re.sub(r"_(bucket|count|sum)$", "", m) if m.endswith(("_bucket", "_count", "_sum")) else m
+        for m in found
+    }
+
+
+def test_the_dashboard_and_the_alerts_use_only_metrics_the_services_export() -> None:
+    names = exported_names()
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/orderflow.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules.yml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in metrics_in(e)}
+    unknown = {m for m in used if m not in names and f"{m}_bucket" not in names}
+    assert unknown == set()
+    assert {"orderflow_saga_stuck", "orderflow_outbox_lag_seconds"} <= used
+
+
+def test_the_check_of_metric_names_sees_a_name_nobody_exports() -> None:
+    names = exported_names()
+    assert "orderflow_saga_stuck" in names
+    assert "orderflow_sagas_stuck" not in names  # a typo in a rule would be caught
+    assert metrics_in('max by (service) (orderflow_sagas_stuck{a="b"}) > 0') == {
+        "orderflow_sagas_stuck"
+    }
