@@ -255,6 +255,9 @@ def bench_relay(
 @bench_app.command("soak")
 def bench_soak(
     rate: float = typer.Option(50.0, "--rate", min=1, help="orders per second"),
+    half_of: Path | None = typer.Option(
+        None, "--half-of", help="a bench JSON (var/bench.json): soak at half its max sustained"
+    ),
     minutes: float = typer.Option(20.0, "--minutes", min=0.5),
     horizon: float = typer.Option(
         120.0, "--horizon", min=5, help="retention horizon of outbox, inbox and sagas, seconds"
@@ -269,6 +272,8 @@ def bench_soak(
     from orderflow.bench.stats import machine
 
     settings = _settings()
+    if half_of is not None:
+        rate = max(1.0, json.loads(half_of.read_text())["saga"]["max_sustained_per_s"] / 2)
     console.print(f"[dim]soaking at {rate:.0f} orders/s for {minutes:.1f} minutes…[/]")
     results = run(
         soak(

@@ -241,13 +241,37 @@ async def test_prometheus_sees_the_counts_and_the_stuck_saga_alert_fires_and_cle
     with tempfile.TemporaryDirectory(prefix="ofprom-") as tmp:
         async with running_system(extra_env=extra) as system, prometheus(system, Path(tmp)) as prom:
             orders = [await system.place("alice", ("WIDGET", 1, "9.99")) for _ in range(2)]
+            # two copies of one more order (one duplicate) and two malformed messages
+            order_id = str(uuid.uuid4())
+            command = PlaceOrder(
+                order_id=order_id,
+                customer_id="alice",
+                items=(QuotedLine(sku="WIDGET", quantity=1, unit_price=Decimal("9.99")),),
+            )
+            envelope = REGISTRY.envelope(command, source="/test", subject=order_id)
+            url = system.env["ORDERFLOW_AMQP_URL"]
+            for _ in range(2):
+                await place_raw(url, codec.encode(envelope), envelope.id)
+                await place_raw(url, b"[1, 2", str(uuid.uuid4()))
             await system.wait(orders)
+            consumed = "messaging_client_consumed_messages_total"
 
             async def agrees() -> bool:
-                ended = await query(prom, "sum(orderflow_saga_ended_total)")
-                return ended == 2
+                ended = await query(
+                    prom, 'sum(orderflow_saga_ended_total{orderflow_outcome="completed"})'
+                )
+                duplicates = await query(prom, f'sum({consumed}{{orderflow_outcome="duplicate"}})')
+                dead = await query(
+                    prom,
+                    f'sum({consumed}{{orderflow_outcome="dead_lettered", '
+                    'error_type="MalformedMessage"})',
+                )
+                return (ended, duplicates, dead) == (3, 1, 2)
 
-            await until(agrees, 20, "Prometheus counted the 2 completed sagas")
+            await until(agrees, 30, "Prometheus counted 3 sagas, 1 duplicate, 2 dead letters")
+            await until(
+                lambda: firing(prom, "OrderflowDeadLetters"), 10, "the dead-letter alert fired"
+            )
             assert not await firing(prom, "OrderflowSagasStuck")
 
             payment = system.supervisor.of("payment_svc")[0]
