@@ -8,7 +8,7 @@ from libs.errors import OrderflowError
 from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.pool import connection
 from libs.saga import store
-from libs.saga.engine import Input, OperatorCompensate, OperatorRetry, Transition
+from libs.saga.state import Input, OperatorCompensate, OperatorRetry, Transition
 from libs.settings import Settings
 from saga.bootstrap import coordinator
 

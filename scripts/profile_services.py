@@ -87,7 +87,7 @@ async def main(rate: float, seconds: float) -> None:
 
         loader = asyncio.create_task(load())
         await asyncio.sleep(3)
-        Path("var").mkdir(exist_ok=True)
+        await asyncio.to_thread(Path("var").mkdir, exist_ok=True)
         spies = []
         for child in supervisor.children:
             assert child.process is not None

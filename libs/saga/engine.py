@@ -34,7 +34,6 @@ from libs.saga.state import (
     DeadlinePassed,
     Input,
     LogEntry,
-    OperatorCompensate,
     OperatorRetry,
     Reply,
     SagaState,
@@ -43,23 +42,7 @@ from libs.saga.state import (
     Transition,
 )
 
-__all__ = [
-    "TERMINAL",
-    "Awaiting",
-    "DeadlinePassed",
-    "Input",
-    "LogEntry",
-    "OperatorCompensate",
-    "OperatorRetry",
-    "Reply",
-    "SagaState",
-    "Send",
-    "Status",
-    "Transition",
-    "command_id",
-    "start",
-    "transition",
-]
+__all__ = ["command_id", "start", "transition"]
 
 _NAMESPACE = uuid.UUID("6f1c9a52-0d55-4a43-9a7e-3c0f6b1d2e11")
 

@@ -42,16 +42,8 @@ from libs.pg.errors import translate
 from libs.pg.pool import Conn
 from libs.saga import store
 from libs.saga.definition import SagaDefinition
-from libs.saga.engine import (
-    TERMINAL,
-    DeadlinePassed,
-    Input,
-    Reply,
-    SagaState,
-    Transition,
-    start,
-    transition,
-)
+from libs.saga.engine import start, transition
+from libs.saga.state import TERMINAL, DeadlinePassed, Input, Reply, SagaState, Transition
 from libs.service.context import HandlerContext
 
 log = get_logger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 from libs.errors import ConcurrencyConflict
 from libs.pg.migrations import Migration, load
 from libs.pg.pool import Conn
-from libs.saga.engine import LogEntry, SagaState
+from libs.saga.state import LogEntry, SagaState
 
 
 def migrations() -> list[Migration]:

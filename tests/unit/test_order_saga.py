@@ -30,7 +30,8 @@ from contracts.payment import (
 )
 from contracts.types import PricedLine
 from libs.messages.registry import Message
-from libs.saga.engine import (
+from libs.saga.engine import start, transition
+from libs.saga.state import (
     DeadlinePassed,
     OperatorCompensate,
     OperatorRetry,
@@ -38,8 +39,6 @@ from libs.saga.engine import (
     SagaState,
     Status,
     Transition,
-    start,
-    transition,
 )
 from saga.domain.order_saga import order_saga
 
