@@ -143,8 +143,8 @@ async def _read(
     inbox_horizon: float,
 ) -> Tables:
     """One service's tables (from its own ``queries`` module), its outbox and inbox, and the
-    inbox records its effects imply that its inbox lacks (no inbox is pruned: every effect's
-    record must be there)."""
+    inbox records its effects imply that its inbox lacks (every effect younger than the inbox
+    retention horizon must have its record)."""
     tables: Tables = await service_queries(service).check_tables(conn, grace=grace)
     tables |= await outbox_store.check_tables(conn, examples=EXAMPLES)
     tables["inbox"] = await inbox_store.counts_by_type(conn)

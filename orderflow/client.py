@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aiormq.exceptions import ChannelNotFoundEntity
 from opentelemetry.trace import SpanKind
 
 from contracts import REGISTRY
@@ -74,7 +75,7 @@ class OrderClient:
             try:
                 declared = await channel.declare_queue(queue.name, passive=True)
                 consumers = declared.declaration_result.consumer_count
-            except Exception:  # no such queue: nothing consumes it either
+            except ChannelNotFoundEntity:  # no such queue: nothing consumes it either
                 consumers = 0
             finally:
                 if not channel.is_closed:

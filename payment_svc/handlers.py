@@ -14,9 +14,10 @@ from payment_svc.domain.model import process_payment, refund_payment
 
 async def on_process_payment(command: ProcessPayment, ctx: HandlerContext) -> None:
     await repository.lock_order(ctx.conn, command.order_id)  # first: see the repository's doc
-    existing = await repository.get_payment(ctx.conn, command.order_id)
+    existing, customer = await repository.load(
+        ctx.conn, command.order_id, customer_id=command.customer_id
+    )
     before = existing.status if existing else None
-    customer = await repository.get_customer(ctx.conn, command.customer_id)
     payment = process_payment(command, existing=existing, customer=customer)
     await repository.save(ctx.conn, payment, customer=customer, before=before)
     ctx.collect(payment)
@@ -24,9 +25,8 @@ async def on_process_payment(command: ProcessPayment, ctx: HandlerContext) -> No
 
 async def on_refund_payment(command: RefundPayment, ctx: HandlerContext) -> None:
     await repository.lock_order(ctx.conn, command.order_id)  # first: see the repository's doc
-    existing = await repository.get_payment(ctx.conn, command.order_id)
+    existing, customer = await repository.load(ctx.conn, command.order_id, customer_id=None)
     before = existing.status if existing else None
-    customer = await repository.get_customer(ctx.conn, existing.customer_id if existing else None)
     payment = refund_payment(command.order_id, existing=existing, customer=customer)
     await repository.save(ctx.conn, payment, customer=customer, before=before)
     ctx.collect(payment)

@@ -41,17 +41,20 @@ async def lock_order(conn: Conn, order_id: str) -> None:
 
 
 async def get_reservation(conn: Conn, order_id: str) -> Reservation | None:
+    """The order's reservation, row-locked, with its lines: one round trip."""
     row = await conn.fetchrow(
-        "SELECT status, reason FROM reservations WHERE order_id = $1 FOR UPDATE", order_id
+        """SELECT status, reason,
+                  ARRAY(SELECT sku FROM reservation_lines WHERE order_id = $1 ORDER BY sku) AS skus,
+                  ARRAY(SELECT quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku)
+                      AS quantities
+             FROM reservations WHERE order_id = $1 FOR UPDATE""",
+        order_id,
     )
     if row is None:
         return None
-    lines = await conn.fetch(
-        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku", order_id
-    )
     return Reservation(
         order_id=order_id,
-        lines=tuple((r["sku"], r["quantity"]) for r in lines),
+        lines=tuple(zip(row["skus"], row["quantities"], strict=True)),
         status=ReservationStatus(row["status"]),
         reason=row["reason"],
     )
@@ -68,35 +71,43 @@ async def lock_stock(conn: Conn, skus: Iterable[str]) -> dict[str, Stock]:
 async def save(
     conn: Conn, reservation: Reservation, *, stock: dict[str, Stock], is_new: bool
 ) -> None:
-    """Write the reservation, its lines (when new) and the stock it moved.
+    """Write the reservation, its lines (when new) and the stock it moved, in one statement.
 
     Conditional: an existing reservation changes only ``RESERVED → RELEASED`` (or is rewritten
-    with its own status); any other change raises :class:`ReservationOverwriteRefused` before
-    lines or stock are touched.
+    with its own status); any other change writes nothing (lines and stock included) and raises
+    :class:`ReservationOverwriteRefused`.
     """
+    lines = reservation.lines if is_new else ()
+    moved = list(stock.values())
     written = await conn.fetchval(
-        """INSERT INTO reservations (order_id, status, reason) VALUES ($1, $2, $3)
-           ON CONFLICT (order_id) DO UPDATE
-              SET status = EXCLUDED.status, reason = EXCLUDED.reason, updated_at = clock_timestamp()
-            WHERE reservations.status = EXCLUDED.status
-               OR (reservations.status = 'RESERVED' AND EXCLUDED.status = 'RELEASED')
-           RETURNING 1""",
+        """WITH r AS (
+               INSERT INTO reservations (order_id, status, reason) VALUES ($1, $2, $3)
+               ON CONFLICT (order_id) DO UPDATE
+                  SET status = EXCLUDED.status, reason = EXCLUDED.reason,
+                      updated_at = clock_timestamp()
+                WHERE reservations.status = EXCLUDED.status
+                   OR (reservations.status = 'RESERVED' AND EXCLUDED.status = 'RELEASED')
+               RETURNING 1),
+           l AS (
+               INSERT INTO reservation_lines (order_id, sku, quantity)
+               SELECT $1, n.sku, n.quantity FROM unnest($4::text[], $5::int[]) AS n(sku, quantity)
+                WHERE EXISTS (SELECT 1 FROM r)),
+           s AS (
+               UPDATE stock SET on_hand = n.on_hand
+                 FROM unnest($6::text[], $7::int[]) AS n(sku, on_hand)
+                WHERE stock.sku = n.sku AND stock.on_hand <> n.on_hand
+                  AND EXISTS (SELECT 1 FROM r))
+           SELECT count(*) FROM r""",
         reservation.order_id,
         reservation.status.value,
         reservation.reason,
+        [sku for sku, _ in lines],
+        [qty for _, qty in lines],
+        [s.sku for s in moved],
+        [s.on_hand for s in moved],
     )
-    if written is None:
+    if not written:
         raise ReservationOverwriteRefused(
             f"reservation {reservation.order_id}: refusing to write "
             f"{reservation.status.value} over the stored status"
-        )
-    if is_new and reservation.lines:
-        await conn.executemany(
-            "INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
-            [(reservation.order_id, sku, qty) for sku, qty in reservation.lines],
-        )
-    if stock:
-        await conn.executemany(
-            "UPDATE stock SET on_hand = $2 WHERE sku = $1 AND on_hand <> $2",
-            [(s.sku, s.on_hand) for s in stock.values()],
         )

@@ -42,8 +42,8 @@ async def prune(conn: Conn, *, older_than_seconds: float, limit: int = 1000) -> 
     status = await conn.execute(
         """DELETE FROM inbox WHERE (consumer, message_id) IN (
                SELECT consumer, message_id FROM inbox
-                WHERE processed_at < clock_timestamp() - make_interval(secs => $1)
-                ORDER BY processed_at LIMIT $2)""",
+                WHERE processed_at < now() - make_interval(secs => $1)
+                ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED)""",
         older_than_seconds,
         limit,
     )

@@ -129,6 +129,11 @@ class QueueConsumer:
                 self._idle.set()
 
     @property
+    def worker(self) -> asyncio.Task[None] | None:
+        """The batch worker task (batch mode), for liveness checks."""
+        return self._worker
+
+    @property
     def running(self) -> bool:
         """Subscribed on an open channel, and (batch mode) its worker alive."""
         channel = self._channel

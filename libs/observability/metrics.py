@@ -113,7 +113,7 @@ class Metrics:
         self.publish_latency = meter.create_histogram(
             "orderflow.outbox.publish.latency",
             unit="s",
-            description="Outbox row created (committed) to publish confirmed",
+            description="Outbox row inserted to publish confirmed",
             explicit_bucket_boundaries_advisory=_SECONDS,
         )
         for name, unit, text in (
@@ -139,7 +139,7 @@ class Metrics:
         self.saga_ended = meter.create_counter(
             "orderflow.saga.ended",
             unit="{saga}",
-            description="Sagas ended, by saga, outcome (completed, compensated) and reason class",
+            description="Sagas ended, by saga and outcome (completed, compensated)",
         )
         self.saga_compensations = meter.create_counter(
             "orderflow.saga.compensations",

@@ -120,6 +120,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Contend for leadership and relay until :meth:`stop`; survives database restarts."""
         failures = 0
+        METRICS.gauges.set(LEADER, 0, {RELAY: self.name})  # standing by, until it leads
         while not self._stopping.is_set():
             try:
                 await self._session()
@@ -235,7 +236,7 @@ class OutboxRelay:
                 )
             self.published += len(confirmed)
             self.batches += 1
-            self._measure(rows, confirmed)
+            self._measure(rows, confirmed, sent=len(outcomes))
             now = time.monotonic()
             for delay in {delay for _, _, delay in failed}:
                 heapq.heappush(self._retries, now + delay)
@@ -255,13 +256,14 @@ class OutboxRelay:
                 return 0
         return 0
 
-    def _measure(self, rows: Sequence[OutboxRow], confirmed: list[int]) -> None:
-        """A drained batch's metrics: its size, the rows confirmed, each one's commit → confirm
-        time (the database's clock against this machine's: the same clock on one machine)."""
+    def _measure(self, rows: Sequence[OutboxRow], confirmed: list[int], sent: int) -> None:
+        """A drained batch's metrics: its size, the publishes sent, the rows confirmed, each
+        one's time from its insert to its confirm (the database's clock against this machine's:
+        the same clock on one machine)."""
         relay = {RELAY: self.name}
         METRICS.publish_batch.record(len(rows), relay)
         METRICS.sent.add(len(confirmed), relay)
-        METRICS.amqp_operations.add(len(rows), _PUBLISH)
+        METRICS.amqp_operations.add(sent, _PUBLISH)
         now = datetime.now(UTC)
         done = set(confirmed)
         for row in rows:

@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from libs.observability.logging import get_logger
 from libs.outbox.relay import Wakeup
 from libs.outbox.store import OutboxWriter
 from libs.pg.pool import Conn
 
 __all__ = ["UnitOfWork", "unit_of_work"]
+
+log = get_logger(__name__)
 
 
 class UnitOfWork(OutboxWriter):
@@ -49,6 +52,9 @@ async def unit_of_work(
         yield uow
         uow.written = await uow.flush(conn)
     for done in uow.committed:
-        done()
+        try:
+            done()
+        except Exception:  # committed is committed: a failing callback must not look like a
+            log.exception("unit_of_work.callback_failed")  # failed transaction to a retry
     if uow.written and wake:
         await (wakeup or Wakeup(None)).after_commit(conn)

@@ -224,7 +224,9 @@ class SagaCoordinator:
 
     async def prune(self, conn: Conn, *, older_than_seconds: float, limit: int) -> int:
         """Ended instances (and their logs) older than ``older_than_seconds``, up to ``limit``."""
-        return await store.prune_finished(conn, older_than_seconds=older_than_seconds, limit=limit)
+        return await store.prune_finished(
+            conn, saga=self.definition.name, older_than_seconds=older_than_seconds, limit=limit
+        )
 
     def note_deadline(self, deadline: datetime) -> None:
         if self._next is None or deadline < self._next:

@@ -250,24 +250,36 @@ async def count_by_status(conn: Conn, *, saga: str) -> dict[str, int]:
     return {r["status"]: r["n"] for r in rows}
 
 
-async def prune_finished(conn: Conn, *, older_than_seconds: float, limit: int = 1000) -> int:
-    """Delete up to ``limit`` instances that ended more than ``older_than_seconds`` ago, with
-    their log; how many instances were deleted. Instances still running are never touched."""
-    deleted = await conn.fetchval(
-        """WITH gone AS (
-               DELETE FROM saga_instance WHERE (saga, id) IN (
-                   SELECT saga, id FROM saga_instance
-                    WHERE status IN ('COMPLETED', 'COMPENSATED')
-                      AND updated_at < clock_timestamp() - make_interval(secs => $1)
-                    ORDER BY updated_at LIMIT $2)
-               RETURNING saga, id),
-           logs AS (
-               DELETE FROM saga_log l USING gone g WHERE l.saga = g.saga AND l.saga_id = g.id)
-           SELECT count(*) FROM gone""",
-        older_than_seconds,
-        limit,
-    )
-    return int(deleted or 0)
+async def prune_finished(
+    conn: Conn, *, saga: str, older_than_seconds: float, limit: int = 1000
+) -> int:
+    """Delete up to ``limit`` instances of ``saga`` that ended more than ``older_than_seconds``
+    ago, with their log; how many instances were deleted. Instances still running are never
+    touched, nor one a transaction holds (a late reply appending to its log): it is left for
+    the next round, so no log row outlives its instance."""
+    deleted = 0
+    for status in ("COMPLETED", "COMPENSATED"):  # one status at a time: (status, updated_at)
+        if deleted >= limit:
+            break
+        gone = await conn.fetchval(
+            """WITH gone AS (
+                   DELETE FROM saga_instance WHERE (saga, id) IN (
+                       SELECT saga, id FROM saga_instance
+                        WHERE status = $4 AND updated_at < now() - make_interval(secs => $1)
+                          AND saga = $3
+                        ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                   RETURNING saga, id),
+               logs AS (
+                   DELETE FROM saga_log l USING gone g
+                    WHERE l.saga = g.saga AND l.saga_id = g.id)
+               SELECT count(*) FROM gone""",
+            older_than_seconds,
+            limit - deleted,
+            saga,
+            status,
+        )
+        deleted += int(gone or 0)
+    return deleted
 
 
 async def gauges(conn: Conn, *, saga: str) -> list[tuple[str, dict[str, str], float]]:

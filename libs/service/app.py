@@ -166,7 +166,8 @@ async def serve(
             await consumer.start()
             consumers.append(consumer)
         tasks += [asyncio.create_task(b(runtime), name="background") for b in definition.background]
-    health = _health(connection, consumers, relay, tasks)
+    batch_workers = [c.worker for c in consumers if c.worker is not None]
+    health = _health(connection, consumers, relay, tasks, batch_workers)
     probes = asyncio.Event()  # set when stopping: ends the probes, sampler and retention
     tasks.append(asyncio.create_task(health.probe_database(pool, probes), name="probe"))
     if relay is not None:
@@ -235,9 +236,11 @@ def _health(
     consumers: list[QueueConsumer],
     relay: OutboxRelay | None,
     tasks: list[asyncio.Task[None]],
+    batch_workers: list[asyncio.Task[None]],
 ) -> Health:
-    """The readiness checks of a service process (see :mod:`libs.service.http`)."""
-    health = Health(tasks=tasks)
+    """The readiness checks of a service process (see :mod:`libs.service.http`); its liveness
+    watches ``tasks`` (the list itself: tasks started later count too) and the batch workers."""
+    health = Health(tasks=tasks, workers=batch_workers)
 
     def database() -> str | None:
         return None if health.database_ok else "the database did not answer the last probe"

@@ -3,10 +3,11 @@
 ``/livez`` answers 200 while the process's loops are alive: the event loop answers, and none of
 its long-running tasks (relay, consumer workers, timers, probes) has died. A 503 means restart me.
 
-``/readyz`` answers 200 while the process can do its work: the database answered the last probe
-(``SELECT 1``, every second, within a second), the broker connection is up, every consumer's
-channel is open, and the relay (if it runs one) is leading or standing by. It turns 503 within
-about two probe intervals of losing the database or the broker, and back to 200 once they answer.
+``/readyz`` answers 200 while the process can do its work: the database answered one of the
+last two probes (``SELECT 1``, every second, within a second), the broker connection is up,
+every consumer's channel is open, and the relay (if it runs one) is leading or standing by. It
+turns 503 within about two seconds of losing the broker and four of losing the database, and
+back to 200 once they answer.
 The body says which check failed, as JSON; it carries no secret and no order data.
 """
 
@@ -40,6 +41,7 @@ class Health:
 
     checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    workers: list[asyncio.Task[Any]] = field(default_factory=list)
     database_ok: bool = False
     stopping: bool = False
 
@@ -58,20 +60,25 @@ class Health:
 
     def live(self) -> dict[str, str]:
         dead = {
-            t.get_name(): _how_it_ended(t) for t in self.tasks if t.done() and not self.stopping
+            t.get_name(): _how_it_ended(t)
+            for t in (*self.tasks, *self.workers)
+            if t.done() and not self.stopping
         }
         return dead or {"loops": "ok"}
 
     async def probe_database(self, pool: Any, stopping: asyncio.Event) -> None:
-        """``SELECT 1`` every second; ``database_ok`` says whether the last one answered."""
+        """``SELECT 1`` every second; ``database_ok`` turns False after two probes in a row
+        failed (one slow answer from a busy pool is no outage) and True at the first answer."""
+        failures = 0
         while not stopping.is_set():
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
                     async with pool.acquire() as conn:
                         await conn.fetchval("SELECT 1")
-                self.database_ok = True
+                failures = 0
             except Exception:
-                self.database_ok = False
+                failures += 1
+            self.database_ok = failures < 2
             METRICS.gauges.set("orderflow.database.up", int(self.database_ok))
             all_ok = all(v == "ok" for v in self.ready().values())
             METRICS.gauges.set("orderflow.ready", int(all_ok))

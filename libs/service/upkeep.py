@@ -2,8 +2,10 @@
 retention.
 
 Only the process whose relay leads its database does either (an advisory lock makes it one per
-database): the gauges then describe the database once, not once per replica, and two replicas
-never delete the same rows. A process that does not lead reports none of these gauges.
+database, checked again before every batch and every write of the gauges): the gauges then
+describe the database once, not once per replica. Should two prune for a moment around a
+change of leader, each batch skips the rows the other holds (``SKIP LOCKED``). A process that
+does not lead reports none of these gauges.
 
 Retention deletes, once per ``interval``, in batches of ``batch`` rows with a ``pause`` between
 two: published outbox rows, inbox records past the redelivery horizon, ended saga instances
@@ -69,11 +71,17 @@ def _leads(relay: OutboxRelay | None) -> bool:
     return relay is not None and relay.is_leader
 
 
-async def prune_once(pool: Any, pruners: Sequence[Pruner], settings: RetentionSettings) -> int:
-    """One round: each pruner until it has nothing older than its horizon; rows deleted."""
+async def prune_once(
+    pool: Any,
+    pruners: Sequence[Pruner],
+    settings: RetentionSettings,
+    leading: Callable[[], bool] = lambda: True,
+) -> int:
+    """One round: each pruner until it has nothing older than its horizon, or until this
+    process stops leading (checked before every batch); rows deleted."""
     total = 0
     for pruner in pruners:
-        while True:
+        while leading():
             async with pool.acquire() as conn:
                 deleted = await pruner.prune(
                     conn, older_than_seconds=pruner.horizon, limit=settings.batch
@@ -102,7 +110,7 @@ async def run_retention(
         if stopping.is_set() or not _leads(relay):
             continue
         try:
-            deleted = await prune_once(pool, pruners, settings)
+            deleted = await prune_once(pool, pruners, settings, lambda: _leads(relay))
         except Exception as exc:
             log.warning("retention.failed", error=f"{type(exc).__name__}: {exc}")
             continue
@@ -137,11 +145,12 @@ async def run_sampler(
                     for sample in (outbox_gauges, *samplers):
                         for name, attributes, value in await sample(conn):
                             series.setdefault(name, []).append((attributes, value))
-                for name in owned - set(series):
-                    gauges.replace(name, [])
-                for name, values in series.items():
-                    gauges.replace(name, values)
-                owned |= set(series)
+                if _leads(relay):  # still: a former leader must not write after the new one
+                    for name in owned - set(series):
+                        gauges.replace(name, [])
+                    for name, values in series.items():
+                        gauges.replace(name, values)
+                    owned |= set(series)
             except Exception as exc:
                 log.warning("metrics.sample_failed", error=f"{type(exc).__name__}: {exc}")
         else:

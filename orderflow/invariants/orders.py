@@ -32,6 +32,7 @@ def orders_and_sagas(
     # one saga per order (the primary key) and a refused order REJECTED with total 0 (a CHECK)
     # are the schema's to keep; what it cannot keep is checked here
     saga_of = {s["id"]: s for s in snap.sagas}
+    pruned = 0
     line_count = Counter(line["order_id"] for line in snap.lines)
     for o in snap.orders:
         s = saga_of.get(o["id"])
@@ -57,13 +58,19 @@ def orders_and_sagas(
                 )
             continue
         if s is None:
-            pruned = sagas_pruned_before is not None and o["updated_at"] < sagas_pruned_before
-            if not pruned:
+            if sagas_pruned_before is not None and o["updated_at"] < sagas_pruned_before:
+                pruned += 1  # said in a note below, never hidden
+            else:
                 report.violation(f"order {o['id']} is {o['status']} but has no saga")
         elif s["status"] != EXPECTED_SAGA[o["status"]] and (
             s["status"] in TERMINAL_SAGA or not allow_pending
         ):
             report.violation(f"order {o['id']} is {o['status']} but its saga is {s['status']}")
+    if pruned:
+        report.note(
+            f"{pruned} orders ended before the saga retention horizon have no saga "
+            "(ORDERFLOW_RETENTION__SAGAS: retention deletes ended sagas)"
+        )
     # A step is sent once and re-sent `retries` times; then RUNNING compensates. Compensations
     # (and the pivot step) are re-sent without limit: beyond the policy, the saga is stuck.
     # Each re-send logs one row per awaited command (at most 2), in up to 2 phases per state.

@@ -43,29 +43,37 @@ async def lock_order(conn: Conn, order_id: str) -> None:
     await ORDER_LOCK.take(conn, order_id)
 
 
-async def get_payment(conn: Conn, order_id: str) -> Payment | None:
+async def load(
+    conn: Conn, order_id: str, *, customer_id: str | None
+) -> tuple[Payment | None, Customer | None]:
+    """The order's payment and the customer (``customer_id``, else the payment's), both
+    row-locked, payment first, in one round trip."""
     row = await conn.fetchrow(
-        "SELECT customer_id, amount, status, reason FROM payments WHERE order_id = $1 FOR UPDATE",
+        """WITH p AS (
+               SELECT customer_id, amount, status, reason FROM payments
+                WHERE order_id = $1 FOR UPDATE),
+           c AS (
+               SELECT id, balance FROM customers
+                WHERE id = coalesce($2, (SELECT customer_id FROM p)) FOR UPDATE)
+           SELECT p.customer_id, p.amount, p.status, p.reason, c.id, c.balance
+             FROM (SELECT 1) AS one LEFT JOIN p ON true LEFT JOIN c ON true""",
         order_id,
+        customer_id,
     )
-    if row is None:
-        return None
-    return Payment(
-        order_id=order_id,
-        customer_id=row["customer_id"],
-        amount=Decimal(row["amount"]),
-        status=PaymentStatus(row["status"]),
-        reason=row["reason"],
+    assert row is not None  # the outer joins always give one row
+    payment = (
+        Payment(
+            order_id=order_id,
+            customer_id=row["customer_id"],
+            amount=Decimal(row["amount"]),
+            status=PaymentStatus(row["status"]),
+            reason=row["reason"],
+        )
+        if row["status"] is not None
+        else None
     )
-
-
-async def get_customer(conn: Conn, customer_id: str | None) -> Customer | None:
-    if customer_id is None:
-        return None
-    row = await conn.fetchrow(
-        "SELECT id, balance FROM customers WHERE id = $1 FOR UPDATE", customer_id
-    )
-    return Customer(row["id"], Decimal(row["balance"])) if row else None
+    customer = Customer(row["id"], Decimal(row["balance"])) if row["id"] is not None else None
+    return payment, customer
 
 
 async def save(

@@ -624,7 +624,7 @@ async def test_a_tombstone_is_never_written_over_a_capture_even_by_a_buggy_calle
                 await payment_repository.save(conn, tombstone, customer=None, before=None)
         # nor a second capture over a refund, with money moving
         await sequentially(payment, order_id, tag, ["refund"])
-        customer = await payment_repository.get_customer(conn, f"cust-{tag}")
+        _, customer = await payment_repository.load(conn, order_id, customer_id=f"cust-{tag}")
         assert customer is not None
         customer.balance -= PRICE
         recharge = Payment(

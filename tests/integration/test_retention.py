@@ -4,6 +4,7 @@ nothing younger or still running is touched; only the relay leader prunes; the s
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -111,7 +112,7 @@ def every_kind(settings: RetentionSettings) -> list[Pruner]:
             Pruner(
                 "saga_instance",
                 settings.sagas,
-                sagas.prune_finished,
+                functools.partial(sagas.prune_finished, saga=SAGA.name),
             )
         ],
     )

@@ -32,6 +32,10 @@ def test_an_order_older_than_the_saga_horizon_may_have_lost_its_saga() -> None:
         sagas_pruned_before=now - timedelta(days=7),
     )
     assert report.violations == []
+    assert report.notes == [
+        "1 orders ended before the saga retention horizon have no saga "
+        "(ORDERFLOW_RETENTION__SAGAS: retention deletes ended sagas)"
+    ]
 
 
 def test_a_younger_order_without_its_saga_is_still_a_violation() -> None:
