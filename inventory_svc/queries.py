@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from libs.pg import Conn
+from libs.pg import Conn, tables
 
 __all__ = ["check_tables", "seed_stock"]
 
@@ -18,7 +18,7 @@ async def check_tables(conn: Conn, **_: Any) -> dict[str, list[dict[str, Any]]]:
         "reservations": "SELECT order_id::text, status, created_at, updated_at FROM reservations",
         "reservation_lines": "SELECT order_id::text, sku, quantity FROM reservation_lines",
     }
-    return {name: [dict(r) for r in await conn.fetch(q)] for name, q in queries.items()}
+    return await tables(conn, queries)
 
 
 async def seed_stock(conn: Conn, stock: Iterable[tuple[str, str, int]]) -> None:

@@ -177,12 +177,6 @@ class Settings(BaseSettings):
     """Fault points to enable (chaos tests only), ``name=probability,…``: see libs.faults."""
     faults_seed: int | None = None
 
-    @field_validator("ready_file", "faults_seed", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        """``ORDERFLOW_READY_FILE=`` (empty) means no file, as before these were fields."""
-        return None if value == "" else value
-
     metrics: bool = True
     """Record metrics (OpenTelemetry, exposed for Prometheus on ``/metrics``)."""
     metrics_interval: float = Field(default=5.0, gt=0)
@@ -194,9 +188,10 @@ class Settings(BaseSettings):
     http_port_file: Path | None = None
     """Where a service writes the port it listens on (the supervisor reads it)."""
 
-    @field_validator("http_port", "http_port_file", mode="before")
+    @field_validator("ready_file", "faults_seed", "http_port", "http_port_file", mode="before")
     @classmethod
-    def _empty_port_is_unset(cls, value: Any) -> Any:
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable (``ORDERFLOW_READY_FILE=``) means the setting is not set."""
         return None if value == "" else value
 
     relay: RelaySettings = RelaySettings()

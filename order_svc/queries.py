@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from libs.pg import Conn
+from libs.pg import Conn, tables
 
 __all__ = ["check_tables", "existing", "list_orders", "refused_among", "statuses"]
 
@@ -14,20 +14,13 @@ Rows = list[dict[str, Any]]
 
 async def check_tables(conn: Conn, **_: Any) -> dict[str, Rows]:
     """Every order and order line, for the invariants."""
-    return {
-        "orders": [
-            dict(r)
-            for r in await conn.fetch(
-                "SELECT id::text, customer_id, status, total, refused, updated_at FROM orders"
-            )
-        ],
-        "lines": [
-            dict(r)
-            for r in await conn.fetch(
-                "SELECT order_id::text, sku, quantity, unit_price FROM order_lines"
-            )
-        ],
-    }
+    return await tables(
+        conn,
+        {
+            "orders": "SELECT id::text, customer_id, status, total, refused, updated_at FROM orders",
+            "lines": "SELECT order_id::text, sku, quantity, unit_price FROM order_lines",
+        },
+    )
 
 
 async def list_orders(conn: Conn, *, status: str | None, limit: int) -> Rows:

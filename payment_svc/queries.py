@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from libs.pg import Conn
+from libs.pg import Conn, tables
 
 __all__ = ["check_tables", "seed_customers"]
 
@@ -19,7 +19,7 @@ async def check_tables(conn: Conn, **_: Any) -> dict[str, list[dict[str, Any]]]:
         "ledger": "SELECT order_id::text, customer_id, kind, amount FROM ledger",
         "payments": "SELECT order_id::text, amount, status, created_at, updated_at FROM payments",
     }
-    return {name: [dict(r) for r in await conn.fetch(q)] for name, q in queries.items()}
+    return await tables(conn, queries)
 
 
 async def seed_customers(conn: Conn, customers: Iterable[tuple[str, str, Decimal]]) -> None:

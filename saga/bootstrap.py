@@ -39,5 +39,6 @@ def definition(settings: Settings | None = None) -> ServiceDefinition:
         background=(timers,),
         on_stop=(coord.stop,),
         samplers=(coord.gauges,),
+        prepare=coord.prepare,
         pruners=(Pruner("saga_instance", settings.retention.sagas, coord.prune),),
     )

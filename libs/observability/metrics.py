@@ -67,113 +67,87 @@ class Gauges:
         return observe
 
 
+_COUNTERS = (  # attribute, name, unit, description
+    ("consumed", "messaging.client.consumed.messages", "{message}",
+     "Deliveries settled, by queue, message type and outcome (processed, duplicate, "
+     "dead_lettered, requeued); dead letters by error.type"),
+    ("retries", "orderflow.consumer.retries", "{retry}",
+     "Transactions retried, by queue and error.type"),
+    ("sent", "messaging.client.sent.messages", "{message}",
+     "Messages the relay published and the broker confirmed"),
+    ("saga_started", "orderflow.saga.started", "{saga}", "Sagas started, by saga"),
+    ("saga_ended", "orderflow.saga.ended", "{saga}",
+     "Sagas ended, by saga and outcome (completed, compensated)"),
+    ("saga_compensations", "orderflow.saga.compensations", "{saga}",
+     "Compensations begun, by saga, the step and the cause (failed, timed_out)"),
+    ("reconnects", "orderflow.broker.reconnects", "{reconnect}",
+     "Broker connections re-established after a loss"),
+    ("db_operations", "orderflow.db.client.operations", "{operation}",
+     "Statements sent to PostgreSQL (round trips), by pool"),
+    ("pruned", "orderflow.retention.deleted", "{row}", "Rows retention deleted, by table"),
+    ("amqp_operations", "orderflow.messaging.client.operations", "{operation}",
+     "Publishes and settlements sent to the broker, by kind"),
+)  # fmt: skip
+_HISTOGRAMS = (  # attribute, name, unit, description, buckets
+    ("process_duration", "messaging.process.duration", "s",
+     "Time from taking a batch to settling it, per delivery", _SECONDS),
+    ("batch_size", "orderflow.consumer.batch.size", "{message}",
+     "Deliveries handled in one transaction", _SIZES),
+    ("publish_batch", "orderflow.outbox.publish.batch.size", "{message}",
+     "Outbox rows published per claimed batch", _SIZES),
+    ("publish_latency", "orderflow.outbox.publish.latency", "s",
+     "Outbox row inserted to publish confirmed", _SECONDS),
+    ("saga_duration", "orderflow.saga.duration", "s",
+     "Saga start to end, by saga and outcome", _SAGA_SECONDS),
+)  # fmt: skip
+_GAUGES = (  # name, unit, description; values from Gauges
+    ("orderflow.outbox.pending", "{row}", "Outbox rows not yet published"),
+    ("orderflow.outbox.lag", "s", "Age of the oldest unpublished outbox row"),
+    ("orderflow.outbox.dead", "{row}", "Outbox rows the relay gave up on"),
+    ("orderflow.relay.leader", "1", "1 while this process's relay leads its database"),
+    ("orderflow.saga.in_flight", "{saga}", "Sagas not ended, by status and step"),
+    ("orderflow.saga.overdue", "{saga}", "Sagas past their step deadline"),
+    ("orderflow.saga.stuck", "{saga}", "Sagas past their deadline or re-sending a command"),
+    ("orderflow.saga.oldest", "s", "Age of the oldest saga not ended"),
+    ("orderflow.broker.connected", "1", "1 while the broker connection is up"),
+    ("orderflow.database.up", "1", "1 while the database answers"),
+    ("orderflow.ready", "1", "1 while /readyz answers 200"),
+)
+
+
 class Metrics:
     """Every instrument of an orderflow process (see the module docstring and
     docs/operations.md for what each means)."""
 
+    consumed: metrics.Counter
+    retries: metrics.Counter
+    sent: metrics.Counter
+    saga_started: metrics.Counter
+    saga_ended: metrics.Counter
+    saga_compensations: metrics.Counter
+    reconnects: metrics.Counter
+    db_operations: metrics.Counter
+    pruned: metrics.Counter
+    amqp_operations: metrics.Counter
+    process_duration: metrics.Histogram
+    batch_size: metrics.Histogram
+    publish_batch: metrics.Histogram
+    publish_latency: metrics.Histogram
+    saga_duration: metrics.Histogram
+
     def __init__(self, meter: metrics.Meter) -> None:
         self.gauges = Gauges()
-        g = self.gauges
-        # consumer
-        self.consumed = meter.create_counter(
-            "messaging.client.consumed.messages",
-            unit="{message}",
-            description="Deliveries settled, by queue, message type and outcome "
-            "(processed, duplicate, dead_lettered, requeued); dead letters by error.type",
-        )
-        self.process_duration = meter.create_histogram(
-            "messaging.process.duration",
-            unit="s",
-            description="Time from taking a batch to settling it, per delivery",
-            explicit_bucket_boundaries_advisory=_SECONDS,
-        )
-        self.batch_size = meter.create_histogram(
-            "orderflow.consumer.batch.size",
-            unit="{message}",
-            description="Deliveries handled in one transaction",
-            explicit_bucket_boundaries_advisory=_SIZES,
-        )
-        self.retries = meter.create_counter(
-            "orderflow.consumer.retries",
-            unit="{retry}",
-            description="Transactions retried, by queue and error.type",
-        )
-        # outbox and relay
-        self.sent = meter.create_counter(
-            "messaging.client.sent.messages",
-            unit="{message}",
-            description="Messages the relay published and the broker confirmed",
-        )
-        self.publish_batch = meter.create_histogram(
-            "orderflow.outbox.publish.batch.size",
-            unit="{message}",
-            description="Outbox rows published per claimed batch",
-            explicit_bucket_boundaries_advisory=_SIZES,
-        )
-        self.publish_latency = meter.create_histogram(
-            "orderflow.outbox.publish.latency",
-            unit="s",
-            description="Outbox row inserted to publish confirmed",
-            explicit_bucket_boundaries_advisory=_SECONDS,
-        )
-        for name, unit, text in (
-            ("orderflow.outbox.pending", "{row}", "Outbox rows not yet published"),
-            ("orderflow.outbox.lag", "s", "Age of the oldest unpublished outbox row"),
-            ("orderflow.outbox.dead", "{row}", "Outbox rows the relay gave up on"),
-            ("orderflow.relay.leader", "1", "1 while this process's relay leads its database"),
-            ("orderflow.saga.in_flight", "{saga}", "Sagas not ended, by status and step"),
-            ("orderflow.saga.overdue", "{saga}", "Sagas past their step deadline"),
-            ("orderflow.saga.stuck", "{saga}", "Sagas past their deadline or re-sending a command"),
-            ("orderflow.saga.oldest", "s", "Age of the oldest saga not ended"),
-            ("orderflow.broker.connected", "1", "1 while the broker connection is up"),
-            ("orderflow.database.up", "1", "1 while the database answers"),
-            ("orderflow.ready", "1", "1 while /readyz answers 200"),
-        ):
-            meter.create_observable_gauge(
-                name, callbacks=[g.callback(name)], unit=unit, description=text
+        for attribute, name, unit, text in _COUNTERS:
+            setattr(self, attribute, meter.create_counter(name, unit=unit, description=text))
+        for attribute, name, unit, text, buckets in _HISTOGRAMS:
+            histogram = meter.create_histogram(
+                name, unit=unit, description=text, explicit_bucket_boundaries_advisory=buckets
             )
-        # sagas
-        self.saga_started = meter.create_counter(
-            "orderflow.saga.started", unit="{saga}", description="Sagas started, by saga"
-        )
-        self.saga_ended = meter.create_counter(
-            "orderflow.saga.ended",
-            unit="{saga}",
-            description="Sagas ended, by saga and outcome (completed, compensated)",
-        )
-        self.saga_compensations = meter.create_counter(
-            "orderflow.saga.compensations",
-            unit="{saga}",
-            description="Compensations begun, by saga, the step and the cause "
-            "(failed, timed_out, operator)",
-        )
-        self.saga_duration = meter.create_histogram(
-            "orderflow.saga.duration",
-            unit="s",
-            description="Saga start to end, by saga and outcome",
-            explicit_bucket_boundaries_advisory=_SAGA_SECONDS,
-        )
-        # connections and round trips
-        self.reconnects = meter.create_counter(
-            "orderflow.broker.reconnects",
-            unit="{reconnect}",
-            description="Broker connections re-established after a loss",
-        )
-        self.db_operations = meter.create_counter(
-            "orderflow.db.client.operations",
-            unit="{operation}",
-            description="Statements sent to PostgreSQL (round trips), by pool",
-        )
-        self.pruned = meter.create_counter(
-            "orderflow.retention.deleted",
-            unit="{row}",
-            description="Rows retention deleted, by table",
-        )
-        self.amqp_operations = meter.create_counter(
-            "orderflow.messaging.client.operations",
-            unit="{operation}",
-            description="Publishes and settlements sent to the broker, by kind",
-        )
+            setattr(self, attribute, histogram)
+        for name, unit, text in _GAUGES:
+            meter.create_observable_gauge(
+                name, callbacks=[self.gauges.callback(name)], unit=unit, description=text
+            )
 
 
 METRICS = Metrics(metrics.get_meter("orderflow"))

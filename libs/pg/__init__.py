@@ -4,7 +4,7 @@ from libs.pg.locks import KeyLock
 from libs.pg.migrations import Migration
 from libs.pg.migrations import apply as apply_migrations
 from libs.pg.migrations import load as load_migrations
-from libs.pg.pool import Conn, connect, connection, create_pool
+from libs.pg.pool import Conn, connect, connection, create_pool, tables
 
 __all__ = [
     "Conn",
@@ -15,4 +15,5 @@ __all__ = [
     "connection",
     "create_pool",
     "load_migrations",
+    "tables",
 ]

@@ -12,7 +12,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from libs.observability.metrics import METRICS, metrics_enabled
 
-__all__ = ["Conn", "connect", "connection", "create_pool"]
+__all__ = ["Conn", "connect", "connection", "create_pool", "tables"]
 
 # What handlers and stores accept: a plain connection or one borrowed from a pool.
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -60,3 +60,8 @@ async def connection(
         yield conn
     finally:
         await conn.close()
+
+
+async def tables(conn: Conn, queries: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Each named query's rows, as dicts (for reports and checks, not the hot path)."""
+    return {name: [dict(r) for r in await conn.fetch(query)] for name, query in queries.items()}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +67,7 @@ FAILURE_PAUSE = 0.1
 FAILURE_PAUSE_CAP = 5.0
 
 
+_LOADED = "saga.loaded"  # a batch's instances in HandlerContext.shared
 _CAUSES = {"timed_out": "timed_out", "operator_compensate": "operator"}
 """Log events beside ``compensating`` that say why it began (else a step's failure reply)."""
 
@@ -116,13 +118,37 @@ class SagaCoordinator:
             await self.apply(ctx.conn, ctx.outbox, previous=None, t=t, logged=True)
             return
         saga_id = self.definition.key(message)
-        loaded = await store.load_for_update(ctx.conn, saga=self.definition.name, saga_id=saga_id)
+        batch: dict[str, store.Loaded] | None = ctx.shared.get(_LOADED)
+        if batch is not None and saga_id in batch:
+            loaded: store.Loaded | None = batch[saga_id]
+        else:
+            loaded = await store.load_for_update(
+                ctx.conn, saga=self.definition.name, saga_id=saga_id
+            )
         if loaded is None:
             log.warning("saga.reply_for_unknown_instance", saga_id=saga_id, type=message.TYPE)
             return
-        await self.transition(
+        t = await self.transition(
             ctx.conn, ctx.outbox, loaded.state, Reply(message, ctx.envelope.id), now=now
         )
+        if batch is not None:  # the next message of this batch for this saga sees this state
+            batch[saga_id] = store.Loaded(t.state, loaded.traceparent)
+
+    async def prepare(
+        self, conn: Conn, items: Sequence[tuple[Any, Message | None]], shared: dict[str, Any]
+    ) -> None:
+        """Lock and load, in one round trip, every instance the replies of a batch are for."""
+        ids = sorted(
+            {
+                self.definition.key(message)
+                for _, message in items
+                if message is not None and not isinstance(message, self.definition.start)
+            }
+        )
+        if ids:
+            shared[_LOADED] = await store.load_many_for_update(
+                conn, saga=self.definition.name, ids=ids
+            )
 
     async def transition(
         self, conn: Conn, writer: OutboxWriter, state: SagaState, event: Input, *, now: datetime

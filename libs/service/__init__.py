@@ -1,7 +1,7 @@
 """The service runtime: a service's definition, its handlers' context, the runner and ``main``."""
 
 from libs.service.app import Runtime, ServiceDefinition, main, serve
-from libs.service.context import Handler, HandlerContext, Refuser
+from libs.service.context import Handler, HandlerContext, Preparer, Refuser
 from libs.service.runner import MessageRunner, RunnerStats
 from libs.service.upkeep import Pruner, Sampler
 
@@ -9,6 +9,7 @@ __all__ = [
     "Handler",
     "HandlerContext",
     "MessageRunner",
+    "Preparer",
     "Pruner",
     "Refuser",
     "RunnerStats",

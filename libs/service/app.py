@@ -30,7 +30,7 @@ from libs.observability.tracing import setup_tracing, shutdown_tracing
 from libs.outbox.relay import OutboxRelay, Wakeup
 from libs.pg.pool import create_pool
 from libs.secrets import user_of
-from libs.service.context import Handler, Refuser
+from libs.service.context import Handler, Preparer, Refuser
 from libs.service.http import Health, HttpServer
 from libs.service.runner import MessageRunner
 from libs.service.upkeep import Pruner, Sampler, pruners, run_retention, run_sampler
@@ -68,6 +68,8 @@ class ServiceDefinition:
     """Gauges read from its database by its relay leader, besides the outbox's."""
     pruners: Sequence[Pruner] = field(default_factory=tuple)
     """Rows its retention deletes, besides published outbox rows and old inbox records."""
+    prepare: Preparer | None = None
+    """Loads, once per transaction, what all its messages need (see :data:`Preparer`)."""
 
     @property
     def spec(self) -> ServiceSpec:
@@ -148,6 +150,7 @@ async def serve(
             faults=faults,
             senders=senders(settings, definition),
             refusals=definition.refusals,
+            prepare=definition.prepare,
         )
         # Batch mode: several workers, each on its own channel (so that its multiple=True ack
         # can only cover its own deliveries), share the pool: batching's economy with the

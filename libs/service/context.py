@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from libs.messages.registry import Message, MessageRegistry
 from libs.outbox.store import OutboxWriter
 from libs.pg.pool import Conn
 
-__all__ = ["Handler", "HandlerContext", "Refuser"]
+__all__ = ["Handler", "HandlerContext", "Preparer", "Refuser"]
 
 
 @dataclass(slots=True)
@@ -26,6 +26,9 @@ class HandlerContext:
     source: str
     outbox: OutboxWriter = field(default_factory=OutboxWriter)
     aggregates: list[AggregateRoot] = field(default_factory=list)
+    shared: dict[str, Any] = field(default_factory=dict)
+    """What the handlers of one transaction share: rows a :data:`Preparer` loaded for the whole
+    batch at once (locked in the transaction, so no one else changes them meanwhile)."""
 
     def collect(self, aggregate: AggregateRoot) -> None:
         """Track an aggregate: its recorded events go to the outbox when the handler returns."""
@@ -71,5 +74,8 @@ class HandlerContext:
 
 
 Handler = Callable[[Any, HandlerContext], Awaitable[None]]
+Preparer = Callable[[Conn, Sequence[tuple[Envelope, Any]], dict[str, Any]], Awaitable[None]]
+"""Called once per transaction, before its handlers, with the (envelope, message) of each fresh
+message: loads what they all need in one round trip into the shared dict."""
 Refuser = Callable[[Envelope, PoisonMessage, HandlerContext], Awaitable[bool]]
 """Answers a message whose data its type refuses; True once answered, False to dead-letter."""

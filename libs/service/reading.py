@@ -11,6 +11,7 @@ have a *refuser*: data that fails its schema is then answered by it instead (see
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from libs.errors import (
@@ -47,30 +48,21 @@ class Refusal:
             raise self._error
 
 
+@dataclass(frozen=True)
 class DeliveryReader:
     """Turns a delivery into (envelope, message, handler) for one consumer."""
 
-    def __init__(
-        self,
-        *,
-        consumer: str,
-        registry: MessageRegistry,
-        handlers: Mapping[str, Handler],
-        max_body_bytes: int,
-        senders: Mapping[str, frozenset[str]],
-        refusals: Mapping[str, Refuser],
-    ) -> None:
-        self._consumer = consumer
-        self._registry = registry
-        self._handlers = handlers
-        self._max_body_bytes = max_body_bytes
-        self._senders = senders
-        self._refusals = refusals
+    consumer: str
+    registry: MessageRegistry
+    handlers: Mapping[str, Handler]
+    max_body_bytes: int
+    senders: Mapping[str, frozenset[str]]
+    refusals: Mapping[str, Refuser]
 
     def known_type(self, envelope: Envelope | None) -> str:
         """The envelope's type when this consumer handles it, else ``other``: a metric's
         attribute must not take a stranger's made-up type names."""
-        if envelope is not None and envelope.type in self._handlers:
+        if envelope is not None and envelope.type in self.handlers:
             return envelope.type
         return "other"
 
@@ -96,19 +88,19 @@ class DeliveryReader:
                 "plain UTF-8 JSON"
             )
         envelope = codec.decode(
-            delivery.body, content_type=delivery.content_type, max_bytes=self._max_body_bytes
+            delivery.body, content_type=delivery.content_type, max_bytes=self.max_body_bytes
         )
         # The event's own id is the idempotency key. The AMQP message_id should mirror it, but
         # clients (aio-pika among them) fill it with a random id when the caller sets none.
-        self._registry.spec(envelope.type)  # unknown type or version: say which
-        handler = self._handlers.get(envelope.type)
+        self.registry.spec(envelope.type)  # unknown type or version: say which
+        handler = self.handlers.get(envelope.type)
         if handler is None:
-            raise UnknownMessageType(f"{self._consumer} has no handler for {envelope.type}")
+            raise UnknownMessageType(f"{self.consumer} has no handler for {envelope.type}")
         self._check_sender(envelope.type, delivery.user_id)
         try:
-            return envelope, self._registry.parse(envelope), handler
+            return envelope, self.registry.parse(envelope), handler
         except InvalidMessageData as exc:
-            refuse = self._refusals.get(envelope.type)
+            refuse = self.refusals.get(envelope.type)
             if refuse is None:
                 raise
             return envelope, None, Refusal(refuse, exc)
@@ -119,7 +111,7 @@ class DeliveryReader:
         The broker refuses a publish whose ``user_id`` is not the publisher's login, so the
         property names who really sent the message (absent: the sender did not say).
         """
-        allowed = self._senders.get(type_name)
+        allowed = self.senders.get(type_name)
         if allowed is None or user_id in allowed:
             return
         sender = f"user {str(user_id)[:64]!r}" if user_id else "a publisher that set no user_id"

@@ -16,13 +16,11 @@ with its own retries, then dead-lettered or settled at once, so one bad message 
 itself and holds back no other message's ack.
 
 Failures inside step 2 are translated (``libs.pg.errors``): a serialization failure or deadlock is
-retried with backoff up to ``conflict_retries`` times; an unreachable database is retried for up to
-``unavailable_window`` seconds; any other exception (a bug, a constraint) is retried twice. What
-is still failing is dead-lettered with its reason and attempt count (:data:`METRICS` counts each
-outcome; ``stats`` keeps the same counts for tests). If the dead-letter publish
-itself is not confirmed, the delivery is requeued, never dropped. A crash at any point leaves the
-delivery unacked: the broker redelivers it, and quorum queues' ``x-delivery-limit`` ends a loop
-of crashes in the dead-letter queue.
+retried with backoff up to ``conflict_retries`` times, an unreachable database for up to
+``unavailable_window`` seconds, anything else (a bug, a constraint) twice; what still fails is
+dead-lettered with its reason and attempt count (counted in :data:`METRICS` and ``stats``). An
+unconfirmed dead letter requeues the delivery, never drops it. A crash leaves it unacked: the
+broker redelivers it, and quorum queues' ``x-delivery-limit`` ends a crash loop.
 """
 
 from __future__ import annotations
@@ -46,16 +44,16 @@ from libs.inbox import store as inbox
 from libs.messages.registry import Message, MessageRegistry
 from libs.messaging.consumer import DeadLetterPublisher, Delivery, delivery_count, settle
 from libs.observability.logging import get_logger
-from libs.observability.metrics import ERROR, METRICS, OUTCOME, QUEUE, TYPE
+from libs.observability.metrics import ERROR, METRICS, QUEUE
 from libs.observability.tracing import tracer
 from libs.outbox.relay import Wakeup
 from libs.outbox.store import OutboxWriter
 from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.errors import translate
 from libs.pg.pool import Conn
-from libs.service.context import Handler, HandlerContext, Refuser
+from libs.service.context import Handler, HandlerContext, Preparer, Refuser
 from libs.service.reading import DeliveryReader, Refusal
-from libs.service.work import RunnerStats, Work, db_span
+from libs.service.work import RunnerStats, Work, db_span, record
 from libs.settings import ConsumerSettings
 
 __all__ = ["MessageRunner", "RunnerStats"]
@@ -82,6 +80,7 @@ class MessageRunner:
         faults: Faults = NO_FAULTS,
         senders: Mapping[str, frozenset[str]] | None = None,
         refusals: Mapping[str, Refuser] | None = None,
+        prepare: Preparer | None = None,
     ) -> None:
         """``senders``: per message type, the broker users it is accepted from (types not
         named are accepted from anyone). ``refusals``: per message type, who answers data that
@@ -103,6 +102,7 @@ class MessageRunner:
             senders=dict(senders or {}),
             refusals=dict(refusals or {}),
         )
+        self._prepare = prepare
         self._stopping = False
         self.stats = RunnerStats()
 
@@ -136,7 +136,12 @@ class MessageRunner:
                         seen.add(work.key)
                         await self._commit_with_retries(work)
                     await self._finish([work])
-            self._measure(works, time.perf_counter() - started)
+            record(
+                works,
+                queue=self.queue,
+                kind_of=self._reader.known_type,
+                elapsed=time.perf_counter() - started,
+            )
         finally:
             for work in works:
                 work.span.end()
@@ -180,21 +185,6 @@ class MessageRunner:
         self.stats.duplicates += 1
         with self._current(work):
             log.info("consumer.duplicate")
-
-    def _measure(self, works: list[Work], elapsed: float) -> None:
-        """The batch's metrics: its size, and per delivery its outcome and handling time."""
-        queue = {QUEUE: self.queue}
-        METRICS.batch_size.record(len(works), queue)
-        for work in works:
-            if work.requeue:
-                outcome = {OUTCOME: "requeued"}
-            elif work.error is not None:
-                outcome = {OUTCOME: "dead_lettered", ERROR: type(work.error).__name__}
-            else:
-                outcome = {OUTCOME: "duplicate" if work.duplicate else "processed"}
-            kind = self._reader.known_type(work.envelope)
-            METRICS.consumed.add(1, {**queue, TYPE: kind, **outcome})
-            METRICS.process_duration.record(elapsed, {**queue, TYPE: kind})
 
     # -- reading ---------------------------------------------------------------------------
     def _open(self, delivery: Delivery) -> Work:
@@ -318,16 +308,23 @@ class MessageRunner:
                     messages=[(w.key, w.envelope.type) for w in works if w.envelope is not None],
                 )
                 seen: set[str] = set()  # a second copy in the same batch is a duplicate too
+                todo: list[Work] = []
                 for work in works:
                     if work.key not in fresh or work.key in seen:
                         duplicates.append(work)
                         continue
                     seen.add(work.key)
+                    todo.append(work)
+                shared: dict[str, Any] = {}
+                if self._prepare is not None and todo:
+                    items = [(w.envelope, w.message) for w in todo if w.envelope is not None]
+                    await self._prepare(conn, items, shared)
+                for work in todo:
                     with contextlib.ExitStack() as own:
                         if not alone:
                             own.enter_context(self._current(work))
                             own.enter_context(db_span(work, batched=True))
-                        if await self._handle(conn, uow, work):
+                        if await self._handle(conn, uow, work, shared):
                             handled.append(work)
         self.stats.processed += len(handled)
         for work in duplicates:
@@ -337,7 +334,9 @@ class MessageRunner:
             with self._current(work):
                 log.debug("consumer.handled", outbox_rows=work.outbox_rows)
 
-    async def _handle(self, conn: Conn, outbox: OutboxWriter, work: Work) -> bool:
+    async def _handle(
+        self, conn: Conn, outbox: OutboxWriter, work: Work, shared: dict[str, Any]
+    ) -> bool:
         """Run the work's handler in the caller's transaction; its aggregates' events go to
         ``outbox``. False when a refusal could not answer (undone, ``work.error`` set)."""
         assert work.envelope is not None
@@ -348,6 +347,7 @@ class MessageRunner:
             registry=self._registry,
             source=self._source,
             outbox=outbox,
+            shared=shared,
         )
         mark = len(outbox.pending)
         if not isinstance(work.handler, Refusal):

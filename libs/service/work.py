@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +13,11 @@ from libs.messages.envelope import Envelope
 from libs.messages.registry import Message
 from libs.messaging.consumer import Delivery
 from libs.observability.messaging import process_attributes
+from libs.observability.metrics import ERROR, METRICS, OUTCOME, QUEUE, TYPE
 from libs.observability.tracing import context_from_headers, tracer
 from libs.service.context import Handler
 
-__all__ = ["RunnerStats", "Work", "db_span"]
+__all__ = ["RunnerStats", "Work", "db_span", "record"]
 
 _tracer = tracer("orderflow.consumer")
 
@@ -83,3 +85,21 @@ def db_span(work: Work, *, batched: bool) -> Any:
             "orderflow.batched": batched,
         },
     )
+
+
+def record(
+    works: list[Work], *, queue: str, kind_of: Callable[[Envelope | None], str], elapsed: float
+) -> None:
+    """A settled batch's metrics: its size, and per delivery its outcome and handling time."""
+    where = {QUEUE: queue}
+    METRICS.batch_size.record(len(works), where)
+    for work in works:
+        if work.requeue:
+            outcome = {OUTCOME: "requeued"}
+        elif work.error is not None:
+            outcome = {OUTCOME: "dead_lettered", ERROR: type(work.error).__name__}
+        else:
+            outcome = {OUTCOME: "duplicate" if work.duplicate else "processed"}
+        kind = kind_of(work.envelope)
+        METRICS.consumed.add(1, {**where, TYPE: kind, **outcome})
+        METRICS.process_duration.record(elapsed, {**where, TYPE: kind})

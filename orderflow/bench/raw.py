@@ -19,6 +19,7 @@ from typing import Any
 
 from libs.pg.pool import create_pool
 from orderflow.bench import relay as relay_bench
+from orderflow.bench.stats import writers_rate
 
 # Well below what a 2-core machine gives when nothing else runs (9,000 publishes/s, 8,000
 # consumes/s, 12,000 commits/s measured here), well above a machine that is busy elsewhere.
@@ -92,21 +93,13 @@ async def commit_rate(dsn: str, *, connections: int, seconds: float) -> float:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, v text)"
         )
-    done = 0
-    stop_at = time.perf_counter() + seconds
 
-    async def writer() -> None:
-        nonlocal done
-        async with pool.acquire() as conn:
-            while time.perf_counter() < stop_at:
-                await conn.execute("INSERT INTO bench_rows (v) VALUES ($1)", "x" * 100)
-                done += 1
+    async def insert(conn: Any, _: int) -> None:
+        await conn.execute("INSERT INTO bench_rows (v) VALUES ($1)", "x" * 100)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(writer() for _ in range(connections)))
-    elapsed = time.perf_counter() - started
+    rate = await writers_rate(pool, writers=connections, seconds=seconds, write=insert)
     await pool.close()
-    return done / elapsed
+    return rate
 
 
 async def measure(env: relay_bench.Env, *, quick: bool) -> dict[str, float]:

@@ -31,7 +31,7 @@ from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.pool import Conn, connect, create_pool
 from libs.settings import RelaySettings
 from libs.testing.infra import temporary_database, temporary_vhost
-from orderflow.bench.stats import percentile
+from orderflow.bench.stats import percentile, writers_rate
 
 
 class BenchEvent(Event):
@@ -258,22 +258,14 @@ async def commit_rate(env: Env, *, mode: str, writers: int, seconds: float) -> f
         settings=RelaySettings(sweep_interval=5.0),
     )
     wakeup = Wakeup(relay if mode == "in-process" else None)
-    done = 0
-    stop_at = time.perf_counter() + seconds
+    wake = mode in ("after-commit", "in-process")
 
-    async def writer_loop() -> None:
-        nonlocal done
-        async with pool.acquire() as conn:
-            while time.perf_counter() < stop_at:
-                wake = mode in ("after-commit", "in-process")
-                async with unit_of_work(conn, wakeup, wake=wake) as uow:
-                    _write(uow, done)
-                done += 1
+    async def write(conn: Conn, n: int) -> None:
+        async with unit_of_work(conn, wakeup, wake=wake) as uow:
+            _write(uow, n)
 
     async with running(relay):
-        started = time.perf_counter()
-        await asyncio.gather(*(writer_loop() for _ in range(writers)))
-        elapsed = time.perf_counter() - started
+        rate = await writers_rate(pool, writers=writers, seconds=seconds, write=write)
         while await pending(admin):
             await asyncio.sleep(0.05)
     if mode == "trigger":
@@ -281,7 +273,7 @@ async def commit_rate(env: Env, *, mode: str, writers: int, seconds: float) -> f
     await admin.close()
     await pool.close()
     await purge(env)
-    return done / elapsed
+    return rate
 
 
 async def run(*, amqp_base: str, admin_dsn: str, quick: bool) -> dict[str, Any]:

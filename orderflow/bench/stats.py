@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -39,3 +42,23 @@ def machine() -> dict[str, object]:
         "postgresql": version(["psql", "--version"]),
         "rabbitmq": version(["rabbitmqctl", "-q", "version"]),
     }
+
+
+async def writers_rate(
+    pool: Any, *, writers: int, seconds: float, write: Callable[[Any, int], Awaitable[None]]
+) -> float:
+    """Transactions/s of ``writers`` concurrent loops, each calling ``write(conn, n)`` on a
+    pooled connection of its own for ``seconds``."""
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal done
+        async with pool.acquire() as conn:
+            while time.perf_counter() < stop_at:
+                await write(conn, done)
+                done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(writers)))
+    return done / (time.perf_counter() - started)

@@ -41,26 +41,16 @@ def expected_inbox(
     for service, step, noun, action, compensation, rows, by_action, by_compensation in participants:
         for row in rows:
             what = f"{row['status']} {noun}"
-            if row["status"] in by_action:
-                out[service].append(
-                    Expected(
-                        command_id(row["order_id"], "action", step),
-                        row["order_id"],
-                        action,
-                        what,
-                        row["created_at"],
+            for kind, command, states, at in (
+                ("action", action, by_action, "created_at"),
+                ("compensation", compensation, by_compensation, "updated_at"),
+            ):
+                if row["status"] in states:
+                    order_id = row["order_id"]
+                    expected = Expected(
+                        command_id(order_id, kind, step), order_id, command, what, row[at]
                     )
-                )
-            if row["status"] in by_compensation:
-                out[service].append(
-                    Expected(
-                        command_id(row["order_id"], "compensation", step),
-                        row["order_id"],
-                        compensation,
-                        what,
-                        row["updated_at"],
-                    )
-                )
+                    out[service].append(expected)
     for o in snap.orders:
         if o["refused"] or o["status"] == "PENDING":
             continue

@@ -89,6 +89,17 @@ async def place_raw(url: str, body: bytes, message_id: str) -> None:
         await exchange.publish(message, routing_key=PlaceOrder.TYPE)
 
 
+def one_order(order_id: str) -> tuple[bytes, str]:
+    """A PlaceOrder of one WIDGET for alice, as a body and its event id (to send twice)."""
+    command = PlaceOrder(
+        order_id=order_id,
+        customer_id="alice",
+        items=(QuotedLine(sku="WIDGET", quantity=1, unit_price=Decimal("9.99")),),
+    )
+    envelope = REGISTRY.envelope(command, source="/test", subject=order_id)
+    return codec.encode(envelope), envelope.id
+
+
 async def until(condition: Any, timeout: float, what: str) -> float:
     """Seconds until ``await condition()`` is true; fails after ``timeout``."""
     started = time.monotonic()
@@ -112,16 +123,10 @@ async def test_every_process_is_live_ready_and_counts_what_happened() -> None:
         orders = [await system.place("alice", ("WIDGET", 1, "9.99")) for _ in range(3)]
         # one more order, sent twice with the same event id: one effect, one duplicate absorbed
         order_id = str(uuid.uuid4())
-        command = PlaceOrder(
-            order_id=order_id,
-            customer_id="alice",
-            items=(QuotedLine(sku="WIDGET", quantity=1, unit_price=Decimal("9.99")),),
-        )
-        envelope = REGISTRY.envelope(command, source="/test", subject=order_id)
-        body = codec.encode(envelope)
+        body, event_id = one_order(order_id)
         url = system.env["ORDERFLOW_AMQP_URL"]
-        await place_raw(url, body, envelope.id)
-        await place_raw(url, body, envelope.id)
+        await place_raw(url, body, event_id)
+        await place_raw(url, body, event_id)
         # and a malformed one: dead-lettered by its class
         await place_raw(url, b"{not json", str(uuid.uuid4()))
         await system.wait(orders)
@@ -163,7 +168,7 @@ async def test_every_process_is_live_ready_and_counts_what_happened() -> None:
         # no label carries an order id or a message id
         for exposed in (text, saga):
             assert order_id not in exposed
-            assert envelope.id not in exposed
+            assert event_id not in exposed
 
 
 @asynccontextmanager
@@ -242,16 +247,10 @@ async def test_prometheus_sees_the_counts_and_the_stuck_saga_alert_fires_and_cle
         async with running_system(extra_env=extra) as system, prometheus(system, Path(tmp)) as prom:
             orders = [await system.place("alice", ("WIDGET", 1, "9.99")) for _ in range(2)]
             # two copies of one more order (one duplicate) and two malformed messages
-            order_id = str(uuid.uuid4())
-            command = PlaceOrder(
-                order_id=order_id,
-                customer_id="alice",
-                items=(QuotedLine(sku="WIDGET", quantity=1, unit_price=Decimal("9.99")),),
-            )
-            envelope = REGISTRY.envelope(command, source="/test", subject=order_id)
+            body, event_id = one_order(str(uuid.uuid4()))
             url = system.env["ORDERFLOW_AMQP_URL"]
             for _ in range(2):
-                await place_raw(url, codec.encode(envelope), envelope.id)
+                await place_raw(url, body, event_id)
                 await place_raw(url, b"[1, 2", str(uuid.uuid4()))
             await system.wait(orders)
             consumed = "messaging_client_consumed_messages_total"

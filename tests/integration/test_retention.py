@@ -9,13 +9,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from contracts.order import OrderCreated
-from contracts.types import PricedLine
 from libs.inbox import store as inbox
 from libs.outbox import store as outbox
 from libs.pg.pool import connection, create_pool
@@ -25,6 +22,7 @@ from libs.service.upkeep import Pruner, prune_once, pruners, run_retention
 from libs.settings import RetentionSettings
 from libs.testing.infra import temporary_database
 from saga.domain.order_saga import order_saga
+from tests.orders import order_created
 
 pytestmark = pytest.mark.integration
 SAGA = order_saga(deadline=10, retries=2)
@@ -77,14 +75,8 @@ async def seed(dsn: str, *, old: int, young: int) -> dict[str, list[str]]:
 
 
 async def _saga(conn: Any, *, ended: bool, at: datetime) -> str:
-    order_id = str(uuid.uuid4())
-    created = OrderCreated(
-        order_id=order_id,
-        customer_id="alice",
-        items=(PricedLine(sku="WIDGET", quantity=1, unit_price=Decimal("5.00")),),
-        total=Decimal("5.00"),
-        currency="USD",
-    )
+    created = order_created()
+    order_id = created.order_id
     t = start(SAGA, created, now=at)
     await sagas.insert(conn, saga=SAGA.name, state=t.state, traceparent=None, entries=t.log)
     status = "COMPLETED" if ended else "RUNNING"

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from contracts import REGISTRY
-from contracts.order import OrderCreated
-from contracts.types import PricedLine
 from libs.outbox.relay import Wakeup
 from libs.pg.pool import connect, connection, create_pool
 from libs.saga import store
@@ -22,6 +18,7 @@ from libs.saga.engine import start
 from libs.saga.runtime import SagaCoordinator
 from libs.testing.infra import temporary_database
 from saga.domain.order_saga import order_saga
+from tests.orders import order_created
 
 from .support import wait_until
 
@@ -37,14 +34,8 @@ async def saga_db() -> AsyncIterator[str]:
 
 async def seed_overdue(dsn: str, *, due_in: float = -3600.0) -> str:
     """An instance whose step deadline passed an hour ago (or comes in ``due_in`` seconds)."""
-    order_id = str(uuid.uuid4())
-    created = OrderCreated(
-        order_id=order_id,
-        customer_id="alice",
-        items=(PricedLine(sku="WIDGET", quantity=1, unit_price=Decimal("5.00")),),
-        total=Decimal("5.00"),
-        currency="USD",
-    )
+    created = order_created()
+    order_id = created.order_id
     step = SAGA.steps[0].deadline
     t = start(SAGA, created, now=datetime.now(UTC) + timedelta(seconds=due_in - step))
     async with connection(dsn) as conn:

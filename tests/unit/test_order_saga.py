@@ -17,7 +17,6 @@ from contracts.inventory import (
 from contracts.order import (
     ApproveOrder,
     OrderConfirmed,
-    OrderCreated,
     OrderRejected,
     RejectOrder,
 )
@@ -28,7 +27,6 @@ from contracts.payment import (
     ProcessPayment,
     RefundPayment,
 )
-from contracts.types import PricedLine
 from libs.messages.registry import Message
 from libs.saga.engine import start, transition
 from libs.saga.state import (
@@ -41,17 +39,12 @@ from libs.saga.state import (
     Transition,
 )
 from saga.domain.order_saga import order_saga
+from tests.orders import order_created
 
 SAGA = order_saga(deadline=10, retries=2)
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ORDER = str(uuid.uuid4())
-CREATED = OrderCreated(
-    order_id=ORDER,
-    customer_id="alice",
-    items=(PricedLine(sku="WIDGET", quantity=2, unit_price=Decimal("5.00")),),
-    total=Decimal("10.00"),
-    currency="USD",
-)
+CREATED = order_created(ORDER, quantity=2)
 
 
 class Run:
