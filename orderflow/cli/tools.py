@@ -306,6 +306,8 @@ def bench_soak(
             else "[red]" + "; ".join(results["problems"]) + "[/]"
         )
     )
+    for note in results["notes"]:
+        console.print(f"[yellow]{note}[/]")
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(results, indent=2, default=str))
     console.print(f"[dim]figures written to {json_out}[/]")
