@@ -52,6 +52,7 @@ class Child:
     started_at: float = 0.0
     exits: list[int] = field(default_factory=list)
     http_port: int | None = None  # where its /metrics, /livez and /readyz answer
+    http_host: str = "127.0.0.1"  # ... and on which address (a wildcard: loopback)
 
     @property
     def name(self) -> str:
@@ -135,6 +136,8 @@ class Supervisor:
             self._secret_dirs[child.name] = env["ORDERFLOW_SECRETS_DIR"]
         child.ready.clear()
         child.http_port = None
+        host = env.get("ORDERFLOW_HTTP_HOST") or "127.0.0.1"
+        child.http_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         child.expected_exit = False
         child.started_at = time.monotonic()
         child.process = await asyncio.create_subprocess_exec(
@@ -249,7 +252,8 @@ async def readyz(child: Child, *, timeout: float = 2.0) -> tuple[int, str]:
     when it does not answer."""
     if child.http_port is None:
         return 200, ""
-    return await http_get(f"http://127.0.0.1:{child.http_port}/readyz", timeout=timeout)
+    host = f"[{child.http_host}]" if ":" in child.http_host else child.http_host
+    return await http_get(f"http://{host}:{child.http_port}/readyz", timeout=timeout)
 
 
 async def http_get(url: str, *, timeout: float = 2.0) -> tuple[int, str]:

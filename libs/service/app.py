@@ -250,7 +250,6 @@ def _health(
 
     def broker() -> str | None:
         up = connection.connected.is_set() and not connection.is_closed
-        METRICS.gauges.set("orderflow.broker.connected", int(up))
         return None if up else "not connected to the broker"
 
     def consuming() -> str | None:

@@ -80,8 +80,9 @@ class Health:
                 failures += 1
             self.database_ok = failures < 2
             METRICS.gauges.set("orderflow.database.up", int(self.database_ok))
-            all_ok = all(v == "ok" for v in self.ready().values())
-            METRICS.gauges.set("orderflow.ready", int(all_ok))
+            answers = self.ready()  # the gauges say what /readyz would say now
+            METRICS.gauges.set("orderflow.broker.connected", int(answers.get("broker") == "ok"))
+            METRICS.gauges.set("orderflow.ready", int(set(answers.values()) == {"ok"}))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), PROBE_INTERVAL)
 
