@@ -301,7 +301,7 @@ async def gauges(conn: Conn, *, saga: str) -> list[tuple[str, dict[str, str], fl
     rows = await conn.fetch(
         """SELECT status, coalesce(step, '') AS step, count(*) AS n,
                   count(*) FILTER (WHERE deadline_at < clock_timestamp()) AS overdue,
-                  count(*) FILTER (WHERE attempt > 0 OR deadline_at < clock_timestamp()) AS stuck,
+                  count(*) FILTER (WHERE attempt > 1 OR deadline_at < clock_timestamp()) AS stuck,
                   extract(epoch FROM clock_timestamp() - min(created_at)) AS oldest
              FROM saga_instance
             WHERE saga = $1 AND status IN ('RUNNING', 'COMPENSATING')

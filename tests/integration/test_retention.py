@@ -192,6 +192,21 @@ async def test_the_saga_gauges_count_in_flight_stuck_and_the_oldest() -> None:
             assert by_name["orderflow.saga.overdue"] == 1  # its deadline passed long ago
             assert by_name["orderflow.saga.stuck"] == 1
             assert 2 * HOUR - 60 < by_name["orderflow.saga.oldest"] < 2 * HOUR + 60
+
+            async def stuck_when(attempt: int) -> float:
+                await conn.execute(
+                    """UPDATE saga_instance SET attempt = $2,
+                              deadline_at = clock_timestamp() + interval '1 hour' WHERE id = $1""",
+                    made["running"][0],
+                    attempt,
+                )
+                return {n: v for n, _, v in await sagas.gauges(conn, saga=SAGA.name)}[
+                    "orderflow.saga.stuck"
+                ]
+
+            # the first send of a step, within its deadline, is not stuck; a re-send is
+            assert await stuck_when(1) == 0
+            assert await stuck_when(2) == 1
             await conn.execute(
                 "UPDATE saga_instance SET status = 'COMPLETED' WHERE id = $1", made["running"][0]
             )
