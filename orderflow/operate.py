@@ -17,6 +17,10 @@ class NoSuchSaga(OrderflowError):
     pass
 
 
+class BadOperatorInput(OrderflowError):
+    pass
+
+
 async def act(settings: Settings, order_id: str, action: Input) -> Transition:
     coord = coordinator(settings)
     async with (
@@ -30,9 +34,25 @@ async def act(settings: Settings, order_id: str, action: Input) -> Transition:
         return await coord.transition(conn, uow, loaded.state, action, now=datetime.now(UTC))
 
 
-async def retry(settings: Settings, order_id: str) -> Transition:
-    return await act(settings, order_id, OperatorRetry())
+async def retry(
+    settings: Settings, order_id: str, *, operator: str, reason: str = "retry asked by an operator"
+) -> Transition:
+    return await act(
+        settings, order_id, OperatorRetry(operator=_clean(operator), reason=_clean(reason))
+    )
 
 
-async def compensate(settings: Settings, order_id: str, reason: str) -> Transition:
-    return await act(settings, order_id, OperatorCompensate(reason))
+async def compensate(
+    settings: Settings, order_id: str, *, operator: str, reason: str
+) -> Transition:
+    return await act(
+        settings, order_id, OperatorCompensate(reason=_clean(reason), operator=_clean(operator))
+    )
+
+
+def _clean(text: str, limit: int = 200) -> str:
+    """One printable line, bounded: it is written to the saga log and shown in pages."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if not line:
+        raise BadOperatorInput("the operator's name and the reason must not be empty")
+    return line[:limit]

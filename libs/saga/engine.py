@@ -34,6 +34,7 @@ from libs.saga.state import (
     DeadlinePassed,
     Input,
     LogEntry,
+    OperatorCompensate,
     OperatorRetry,
     Reply,
     SagaState,
@@ -71,8 +72,14 @@ def transition(
     if isinstance(event, DeadlinePassed):
         return _on_deadline(definition, state, now=now)
     if isinstance(event, OperatorRetry):
-        return _on_operator_retry(definition, state, now=now)
-    return _on_operator_compensate(definition, state, event.reason, now=now)
+        return _operator(_on_operator_retry(definition, state, now=now), event)
+    return _operator(_on_operator_compensate(definition, state, event.reason, now=now), event)
+
+
+def _operator(t: Transition, event: OperatorRetry | OperatorCompensate) -> Transition:
+    """Every log entry of an operator's action names the operator and the reason, refusals too."""
+    who = {"operator": event.operator, "reason": event.reason}
+    return replace(t, log=tuple(replace(e, detail={**e.detail, **who}) for e in t.log))
 
 
 # -- replies ---------------------------------------------------------------------------------

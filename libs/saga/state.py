@@ -138,12 +138,18 @@ class DeadlinePassed:
 
 @dataclass(frozen=True, slots=True)
 class OperatorRetry:
-    pass
+    """Send the awaited commands again (same ids). Who asked and why go into the saga log."""
+
+    operator: str = "operator"
+    reason: str = "retry asked by an operator"
 
 
 @dataclass(frozen=True, slots=True)
 class OperatorCompensate:
+    """Stop the forward path and compensate; refused once the pivot was asked for."""
+
     reason: str = "compensation forced by an operator"
+    operator: str = "operator"
 
 
 Input = Reply | DeadlinePassed | OperatorRetry | OperatorCompensate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,22 +93,29 @@ def _print_transition(t: Any) -> None:
     console.print(f"saga is now [bold]{t.state.status}[/]; {len(t.commands)} command(s) sent")
 
 
+def _operator() -> str:
+    """Who runs the command, as the saga log records it: the login of the shell."""
+    return getpass.getuser()
+
+
 @saga_app.command("retry")
-def saga_retry(order_id: str) -> None:
+def saga_retry(
+    order_id: str, reason: str = typer.Option("retry asked by an operator", "--reason")
+) -> None:
     """Re-send the command(s) the saga waits on, with the same ids."""
     from orderflow.operate import retry
 
-    _print_transition(run(retry(_settings(), order_id)))
+    _print_transition(run(retry(_settings(), order_id, operator=_operator(), reason=reason)))
 
 
 @saga_app.command("compensate")
 def saga_compensate(
-    order_id: str, reason: str = typer.Option("compensation forced by an operator")
+    order_id: str, reason: str = typer.Option("compensation forced by an operator", "--reason")
 ) -> None:
     """Stop the saga's forward path and compensate what it did."""
     from orderflow.operate import compensate
 
-    _print_transition(run(compensate(_settings(), order_id, reason)))
+    _print_transition(run(compensate(_settings(), order_id, operator=_operator(), reason=reason)))
 
 
 @saga_app.command("diagram")
