@@ -218,24 +218,32 @@ def test_an_early_deadline_tick_does_nothing() -> None:
 def test_an_operator_retry_re_sends_the_current_step_and_is_logged() -> None:
     run = Run()
     run.feed(captured())
-    t = run.operator(OperatorRetry())
+    t = run.operator(OperatorRetry(operator="dana", reason="inventory was restarted"))
     assert [type(s.command) for s in t.commands] == [ReserveInventory]
     assert t.commands[0].message_id == run.sent[1].message_id
     assert t.log[0].event == "operator_retry"
+    assert all(
+        e.detail["operator"] == "dana" and e.detail["reason"] == "inventory was restarted"
+        for e in t.log
+    )
 
 
 def test_an_operator_can_force_compensation_but_not_after_the_pivot() -> None:
     run = Run()
     run.feed(captured())
-    t = run.operator(OperatorCompensate("customer called"))
+    t = run.operator(OperatorCompensate("customer called", operator="dana"))
     assert t.log[0].event == "operator_compensate"
+    assert {(e.detail["operator"], e.detail["reason"]) for e in t.log} == {
+        ("dana", "customer called")
+    }
     assert {type(s.command) for s in t.commands} == {ReleaseInventory, RefundPayment}
     late = Run()
     late.feed(captured())
     late.feed(InventoryReserved(order_id=ORDER))
-    refused = late.operator(OperatorCompensate())
+    refused = late.operator(OperatorCompensate("changed my mind", operator="eve"))
     assert not refused.accepted
     assert "too late" in refused.log[0].detail["why"]
+    assert refused.log[0].detail["operator"] == "eve"  # a refusal names who asked, too
 
 
 def test_state_survives_its_json_form() -> None:
