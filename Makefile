@@ -11,7 +11,7 @@ PYTEST := $(UV) run --frozen pytest
 
 help:
 	@echo "make demo   - set everything up, run the services, place a mix of orders, show how each ended"
-	@echo "make test   - lint, types, unit, integration, end-to-end and a short chaos run"
+	@echo "make test   - lint, types, unit, integration, end-to-end, browser and a short chaos run"
 	@echo "make chaos  - the long chaos scenarios;  make bench - the benchmark"
 
 bootstrap:  ## uv, then the virtual environment exactly as uv.lock says
@@ -21,7 +21,7 @@ bootstrap:  ## uv, then the virtual environment exactly as uv.lock says
 services:
 	@scripts/ensure-services.sh
 
-tools:  ## Debian packages the tests use for real (Prometheus)
+tools:  ## Debian packages the tests use for real (Prometheus, Chromium and its driver)
 	@scripts/ensure-tools.sh
 
 lint: bootstrap

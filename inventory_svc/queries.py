@@ -8,7 +8,7 @@ from typing import Any
 
 from libs.pg import Conn, tables
 
-__all__ = ["check_tables", "seed_stock"]
+__all__ = ["check_tables", "reservation_of", "seed_stock"]
 
 
 async def check_tables(conn: Conn, **_: Any) -> dict[str, list[dict[str, Any]]]:
@@ -28,3 +28,19 @@ async def seed_stock(conn: Conn, stock: Iterable[tuple[str, str, int]]) -> None:
            ON CONFLICT (sku) DO NOTHING""",
         list(stock),
     )
+
+
+async def reservation_of(conn: Conn, order_id: str) -> dict[str, Any] | None:
+    """An order's reservation and its lines, or None when it was never asked for."""
+    row = await conn.fetchrow(
+        """SELECT status, reason, created_at, updated_at FROM reservations
+            WHERE order_id = $1::uuid""",
+        order_id,
+    )
+    if row is None:
+        return None
+    lines = await conn.fetch(
+        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1::uuid ORDER BY sku",
+        order_id,
+    )
+    return {**dict(row), "lines": [dict(r) for r in lines]}

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from libs.pg import Conn, tables
+from libs.pg import Conn, Cursor, tables
 
-__all__ = ["check_tables", "existing", "list_orders", "refused_among", "statuses"]
+__all__ = [
+    "check_tables",
+    "count_by_status",
+    "existing",
+    "list_orders",
+    "order_detail",
+    "page_orders",
+    "refused_among",
+    "statuses",
+]
 
 Rows = list[dict[str, Any]]
 
@@ -58,3 +67,55 @@ async def statuses(conn: Conn, order_ids: list[str]) -> dict[str, str]:
         "SELECT id::text, status FROM orders WHERE id::text = ANY($1::text[])", order_ids
     )
     return {r["id"]: r["status"] for r in rows}
+
+
+async def page_orders(
+    conn: Conn,
+    *,
+    status: str | None = None,
+    customer: str | None = None,
+    older_than: float | None = None,
+    after: Cursor | None = None,
+    limit: int = 50,
+) -> tuple[Rows, Cursor | None]:
+    """One page of orders, newest first, and the cursor of the next page (None: the last)."""
+    rows = await conn.fetch(
+        """SELECT id::text, customer_id, status, total, currency, reason, created_at, updated_at
+             FROM orders
+            WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR customer_id = $2)
+              AND ($3::float8 IS NULL
+                   OR created_at < clock_timestamp() - make_interval(secs => $3))
+              AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
+            ORDER BY created_at DESC, id DESC LIMIT $6""",
+        status,
+        customer,
+        older_than,
+        after.created_at if after else None,
+        after.id if after else None,
+        limit + 1,
+    )
+    found = [dict(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return found, (Cursor(found[-1]["created_at"], found[-1]["id"]) if more else None)
+
+
+async def order_detail(conn: Conn, order_id: str) -> dict[str, Any] | None:
+    """One order with its lines, or None."""
+    row = await conn.fetchrow(
+        """SELECT id::text, customer_id, status, total, currency, reason, created_at, updated_at
+             FROM orders WHERE id = $1::uuid""",
+        order_id,
+    )
+    if row is None:
+        return None
+    lines = await conn.fetch(
+        """SELECT sku, quantity, unit_price FROM order_lines
+            WHERE order_id = $1::uuid ORDER BY line_no""",
+        order_id,
+    )
+    return {**dict(row), "lines": [dict(r) for r in lines]}
+
+
+async def count_by_status(conn: Conn) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM orders GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}

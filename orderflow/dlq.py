@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from contracts import REGISTRY, TOPOLOGY
 from contracts.permissions import allowed_senders
@@ -22,6 +23,17 @@ class UnknownQueue(OrderflowError):
     pass
 
 
+class NoSuchLetter(OrderflowError):
+    pass
+
+
+class NotEditable(OrderflowError):
+    pass
+
+
+RELAY_GAVE_UP = "RelayGaveUp"
+
+
 @dataclass(frozen=True)
 class Letter:
     id: str  # message id (broker) or outbox:<service>:<row id> (relay)
@@ -33,6 +45,20 @@ class Letter:
     dead_at: datetime | None
     body: bytes
     headers: dict[str, object]
+
+
+def _letter(d: deadletters.DeadLetter) -> Letter:
+    return Letter(
+        d.message_id,
+        d.queue,
+        d.type,
+        d.error_class,
+        d.error,
+        d.attempts,
+        d.dead_at,
+        d.body,
+        d.headers,
+    )
 
 
 def _queues(queue: str | None) -> list[str]:
@@ -52,19 +78,7 @@ async def list_letters(
     connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
     try:
         for d in await deadletters.list_dead_letters(connection, _queues(queue), limit=limit):
-            letters.append(
-                Letter(
-                    d.message_id,
-                    d.queue,
-                    d.type,
-                    d.error_class,
-                    d.error,
-                    d.attempts,
-                    d.dead_at,
-                    d.body,
-                    d.headers,
-                )
-            )
+            letters.append(_letter(d))
     finally:
         await connection.close()
     if queue is None:
@@ -76,7 +90,7 @@ async def list_letters(
                             f"outbox:{service}:{row.id}",
                             f"{service} outbox",
                             row.message_type,
-                            "RelayGaveUp",
+                            RELAY_GAVE_UP,
                             row.last_error or "",
                             row.attempts,
                             row.dead_at,
@@ -125,38 +139,108 @@ class Replayed:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (letter id, why)
 
 
-async def replay(settings: Settings, *, letter_id: str | None, queue: str | None) -> Replayed:
-    """Replay one letter (by id) or all (of a queue); says how many went and which stayed."""
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters an action takes: some by id, a group (error class and type), or all
+    (of ``queue``, or everywhere)."""
+
+    ids: frozenset[str] | None = None
+    group: tuple[str, str] | None = None
+    queue: str | None = None
+
+    def picks(self, letter_id: str, error_class: str, type_name: str) -> bool:
+        if self.ids is not None and letter_id not in self.ids:
+            return False
+        return self.group is None or self.group == (error_class, type_name)
+
+
+def group_of(letter: Letter) -> tuple[str, str]:
+    return letter.error_class or "(none)", letter.type or "(no type)"
+
+
+def groups(letters: list[Letter]) -> list[tuple[tuple[str, str], list[Letter]]]:
+    """Letters by (error class, type), the largest group first."""
+    by: dict[tuple[str, str], list[Letter]] = {}
+    for letter in letters:
+        by.setdefault(group_of(letter), []).append(letter)
+    return sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+
+async def replay(
+    settings: Settings,
+    *,
+    letter_id: str | None = None,
+    queue: str | None = None,
+    selection: Selection | None = None,
+) -> Replayed:
+    """Replay one letter (by id), a selection, or all (of a queue); says how many went and
+    which stayed."""
+    chosen = selection or Selection(
+        ids=frozenset({letter_id}) if letter_id is not None else None, queue=queue
+    )
+    ids = chosen.ids
     done = Replayed()
-    if letter_id is None or not letter_id.startswith("outbox:"):
+    if ids is None or any(not i.startswith("outbox:") for i in ids):
         connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
         publisher = Publisher(connection)
         try:
             result = await deadletters.replay(
                 connection,
                 publisher,
-                _queues(queue),
+                _queues(chosen.queue),
                 policy=replay_policy(settings),
-                message_id=letter_id,
+                select=lambda d: chosen.picks(d.message_id, *group_of(_letter(d))),
             )
             done.count += len(result.replayed)
             done.refused += [(letter.message_id, why) for letter, why in result.refused]
         finally:
             await publisher.close()
             await connection.close()
-    if queue is None and (letter_id is None or letter_id.startswith("outbox:")):
-        targets: tuple[str, ...] = SERVICES
-        ids: list[int] | None = None
-        if letter_id is not None:
-            _, service, row = letter_id.split(":", 2)
-            targets, ids = (service,), [int(row)]
-        for service in targets:
+    if chosen.queue is None:
+        for service in SERVICES:
             async with pg_connection(settings.dsn_for(service)) as conn:
-                done.count += await outbox.replay_dead(conn, ids=ids)
+                ids_here = await _relay_ids(conn, service, chosen)
+                if ids_here:
+                    done.count += await outbox.replay_dead(conn, ids=ids_here)
     return done
 
 
-async def purge(settings: Settings, *, queue: str | None) -> int:
+async def edit_and_replay(settings: Settings, letter_id: str, body: bytes) -> str:
+    """Send a corrected body in place of a broker dead letter; the new message's id (its
+    causation is the dead letter). Relay dead letters are replayed as they are, not edited."""
+    if letter_id.startswith("outbox:"):
+        raise NotEditable(
+            f"{letter_id} is a message its relay gave up on: replay it as it is once the broker "
+            "takes it; its body was written by the service and is not edited by hand"
+        )
+    letters = [x for x in await list_letters(settings) if x.id == letter_id]
+    if not letters:
+        raise NoSuchLetter(f"no dead letter {letter_id} (replayed or purged already?)")
+    connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
+    publisher = Publisher(connection)
+    try:
+        outcome = await deadletters.edit_and_replay(
+            connection,
+            publisher,
+            letters[0].where,
+            policy=replay_policy(settings),
+            message_id=letter_id,
+            body=body,
+        )
+    finally:
+        await publisher.close()
+        await connection.close()
+    if isinstance(outcome, str):
+        raise NotEditable(f"not sent: {outcome}")
+    return outcome[1]
+
+
+async def purge(
+    settings: Settings, *, queue: str | None = None, selection: Selection | None = None
+) -> int:
+    """Delete dead letters for good: all (of a queue), or a selection."""
+    if selection is not None and (selection.ids is not None or selection.group is not None):
+        return await _purge_selected(settings, selection)
     connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
     try:
         count = await deadletters.purge(connection, _queues(queue))
@@ -166,4 +250,34 @@ async def purge(settings: Settings, *, queue: str | None) -> int:
         for service in SERVICES:
             async with pg_connection(settings.dsn_for(service)) as conn:
                 count += await outbox.purge_dead(conn)
+    return count
+
+
+async def _relay_ids(conn: Any, service: str, chosen: Selection) -> list[int]:
+    """The dead outbox rows of one service that a selection picks."""
+    dead = await outbox.list_dead(conn, limit=100_000)
+    return [
+        r.id
+        for r in dead
+        if chosen.picks(f"outbox:{service}:{r.id}", RELAY_GAVE_UP, r.message_type)
+    ]
+
+
+async def _purge_selected(settings: Settings, chosen: Selection) -> int:
+    connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
+    try:
+        gone = await deadletters.discard(
+            connection,
+            _queues(chosen.queue),
+            select=lambda d: chosen.picks(d.message_id, *group_of(_letter(d))),
+        )
+    finally:
+        await connection.close()
+    count = len(gone)
+    if chosen.queue is None:
+        for service in SERVICES:
+            async with pg_connection(settings.dsn_for(service)) as conn:
+                ids = await _relay_ids(conn, service, chosen)
+                if ids:
+                    count += await outbox.purge_dead(conn, ids=ids)
     return count

@@ -9,7 +9,7 @@ from typing import Any
 
 from libs.pg import Conn, tables
 
-__all__ = ["check_tables", "seed_customers"]
+__all__ = ["check_tables", "payment_of", "seed_customers"]
 
 
 async def check_tables(conn: Conn, **_: Any) -> dict[str, list[dict[str, Any]]]:
@@ -29,3 +29,18 @@ async def seed_customers(conn: Conn, customers: Iterable[tuple[str, str, Decimal
            ON CONFLICT (id) DO NOTHING""",
         list(customers),
     )
+
+
+async def payment_of(conn: Conn, order_id: str) -> dict[str, Any] | None:
+    """An order's payment and its ledger entries, or None when it was never asked for."""
+    row = await conn.fetchrow(
+        """SELECT customer_id, amount, status, reason, created_at, updated_at
+             FROM payments WHERE order_id = $1::uuid""",
+        order_id,
+    )
+    ledger = await conn.fetch(
+        "SELECT kind, amount, at FROM ledger WHERE order_id = $1::uuid ORDER BY id", order_id
+    )
+    if row is None and not ledger:
+        return None
+    return {**(dict(row) if row else {}), "ledger": [dict(r) for r in ledger]}

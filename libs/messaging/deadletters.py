@@ -15,7 +15,10 @@ Letters that cannot be replayed stay where they are, with the reason reported.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +39,9 @@ from libs.messaging.consumer import (
 )
 from libs.messaging.publisher import Outgoing, Publisher
 from libs.messaging.topology import DLQ_SUFFIX, Topology, topic_matches
+
+EDITED_FROM = "x-orderflow-edited-from"
+"""On a corrected copy of a dead letter: the dead letter's message id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,21 +181,53 @@ def _describe(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
 
 
 async def list_dead_letters(
-    connection: AbstractRobustConnection, queues: list[str], *, limit: int = 1000
+    connection: AbstractRobustConnection,
+    queues: list[str],
+    *,
+    limit: int = 1000,
+    idle: float = 0.5,
 ) -> list[DeadLetter]:
+    """Up to ``limit`` letters of these queues, oldest first, each left where it is.
+
+    A queue's letters are taken in one stream (a consumer with a prefetch as large as what is
+    wanted, not one ``basic.get`` round trip each) and go back when the channel closes; the read
+    ends once the queue's depth at the start was seen, or nothing came for ``idle`` seconds."""
     found: list[DeadLetter] = []
     for queue_name in queues:
-        channel = await connection.channel()
-        try:
-            queue = await channel.get_queue(queue_name, ensure=True)
-            while len(found) < limit:
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                found.append(_describe(queue_name, message))
-        finally:
-            await channel.close()  # unacked messages go back to their queue
+        if len(found) >= limit:
+            break
+        found += await _peek(connection, queue_name, limit - len(found), idle)
     return found
+
+
+async def _peek(
+    connection: AbstractRobustConnection, queue_name: str, limit: int, idle: float
+) -> list[DeadLetter]:
+    channel = await connection.channel()
+    try:
+        queue = await channel.get_queue(queue_name, ensure=True)
+        wanted = min(limit, int(queue.declaration_result.message_count or 0))
+        if wanted == 0:
+            return []
+        await channel.set_qos(prefetch_count=min(wanted, 65535))
+        got: list[DeadLetter] = []
+        arrived = asyncio.Event()
+
+        async def take(message: AbstractIncomingMessage) -> None:
+            if len(got) < wanted:
+                got.append(_describe(queue_name, message))
+            arrived.set()
+
+        await queue.consume(take, no_ack=False)
+        while len(got) < wanted:
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), idle)
+            except TimeoutError:
+                break
+        return got
+    finally:
+        await channel.close()  # unacked messages go back to their queue
 
 
 @dataclass
@@ -198,52 +236,156 @@ class ReplayResult:
     refused: list[tuple[DeadLetter, str]] = field(default_factory=list)
 
 
+Select = Callable[[DeadLetter], bool]
+
+
+async def _each(
+    connection: AbstractRobustConnection,
+    queues: list[str],
+    select: Select | None,
+    handle: Callable[[DeadLetter, AbstractIncomingMessage], Awaitable[None]],
+) -> None:
+    """Take each letter of these queues once (as deep as each was at the start) and ``handle``
+    those ``select`` picks; ``handle`` acks what it dealt with, the rest go back to their queue
+    when the channel closes."""
+    for queue_name in queues:
+        channel = await connection.channel()
+        try:
+            queue = await channel.get_queue(queue_name, ensure=True)
+            depth = queue.declaration_result.message_count or 0
+            for _ in range(depth):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                letter = _describe(queue_name, message)
+                if select is None or select(letter):
+                    await handle(letter, message)
+        finally:
+            await channel.close()
+
+
 async def replay(
     connection: AbstractRobustConnection,
     publisher: Publisher,
     queues: list[str],
     *,
     policy: ReplayPolicy,
-    message_id: str | None,
+    select: Select | None = None,
 ) -> ReplayResult:
-    """Re-publish dead letters (one id, or all when ``message_id`` is None) where the policy
-    says; what it refuses stays in its queue."""
+    """Re-publish the dead letters ``select`` picks (all when None) where the policy says; what
+    it refuses stays in its queue."""
     result = ReplayResult()
-    for queue_name in queues:
-        channel = await connection.channel()
-        try:
-            queue = await channel.get_queue(queue_name, ensure=True)
-            seen = 0
-            depth = queue.declaration_result.message_count or 0
-            while seen < depth:
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                seen += 1
-                if message_id is not None and message.message_id != message_id:
-                    continue
-                letter = _describe(queue_name, message)
-                destination = policy.destination(letter)
-                if isinstance(destination, str):
-                    result.refused.append((letter, destination))
-                    continue  # not acked: it goes back to its queue when the channel closes
-                exchange, routing_key = destination
-                headers = {
-                    k: v
-                    for k, v in letter.headers.items()
-                    if not k.startswith("x-orderflow-") and k != "x-death"
-                }
-                headers["x-orderflow-replayed-at"] = utcnow().isoformat()
-                await publisher.publish(
-                    Outgoing.copy_of(
-                        message, exchange=exchange, routing_key=routing_key, headers=headers
-                    )
-                )
-                await message.ack()
-                result.replayed.append(letter)
-        finally:
-            await channel.close()
+
+    async def send(letter: DeadLetter, message: AbstractIncomingMessage) -> None:
+        destination = policy.destination(letter)
+        if isinstance(destination, str):
+            result.refused.append((letter, destination))
+            return
+        exchange, routing_key = destination
+        await publisher.publish(
+            Outgoing.copy_of(
+                message,
+                exchange=exchange,
+                routing_key=routing_key,
+                headers=_replay_headers(letter),
+            )
+        )
+        await message.ack()  # only once the copy is confirmed
+        result.replayed.append(letter)
+
+    await _each(connection, queues, select, send)
     return result
+
+
+async def discard(
+    connection: AbstractRobustConnection, queues: list[str], *, select: Select
+) -> list[DeadLetter]:
+    """Delete for good the dead letters ``select`` picks; those deleted."""
+    gone: list[DeadLetter] = []
+
+    async def drop(letter: DeadLetter, message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        gone.append(letter)
+
+    await _each(connection, queues, select, drop)
+    return gone
+
+
+def _replay_headers(letter: DeadLetter, **extra: str) -> dict[str, Any]:
+    """The letter's own headers, without what dead-lettering added, marked as replayed."""
+    headers = {
+        k: v
+        for k, v in letter.headers.items()
+        if not k.startswith("x-orderflow-") and k != "x-death"
+    }
+    headers["x-orderflow-replayed-at"] = utcnow().isoformat()
+    headers.update(extra)
+    return headers
+
+
+_EDITED = uuid.UUID("0f5d3c2e-8a41-4f7b-9e36-5b0d8c1a7e42")
+
+
+def edited_id(message_id: str) -> str:
+    """The id of a dead letter's corrected copy: the same for every attempt at sending it, so
+    the consumer's inbox applies it once even if the operator sends it twice."""
+    return str(uuid.uuid5(_EDITED, f"edited:{message_id}"))
+
+
+async def edit_and_replay(
+    connection: AbstractRobustConnection,
+    publisher: Publisher,
+    queue_name: str,
+    *,
+    policy: ReplayPolicy,
+    message_id: str,
+    body: bytes,
+) -> tuple[DeadLetter, str] | str:
+    """Send a corrected body in place of one dead letter: a new message (id from
+    :func:`edited_id`, ``causationid`` the dead letter's id) where the policy says the
+    corrected type goes, then drop the dead letter. (the letter, the new id), or why not — then
+    nothing was sent and the letter stays."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.get_queue(queue_name, ensure=True)
+        depth = queue.declaration_result.message_count or 0
+        for _ in range(depth):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if message.message_id != message_id:
+                continue
+            letter = _describe(queue_name, message)
+            try:
+                envelope = codec.decode(body, content_type=None, max_bytes=policy.max_body_bytes)
+            except PoisonMessage as exc:
+                return f"the corrected body is not a readable event: {exc}"
+            new_id = edited_id(message_id)
+            corrected = dataclasses.replace(envelope, id=new_id, causationid=message_id)
+            new_body = codec.encode(corrected)
+            destination = policy.destination(
+                dataclasses.replace(letter, body=new_body, type=corrected.type)
+            )
+            if isinstance(destination, str):
+                return destination
+            exchange, routing_key = destination
+            await publisher.publish(
+                Outgoing(
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    body=new_body,
+                    message_id=new_id,
+                    type=corrected.type,
+                    timestamp=utcnow(),
+                    correlation_id=corrected.correlationid,
+                    headers=_replay_headers(letter, **{EDITED_FROM: message_id}),
+                )
+            )
+            await message.ack()  # only once the corrected copy is confirmed
+            return letter, new_id
+        return f"no dead letter {message_id} in {queue_name} (replayed or purged already?)"
+    finally:
+        await channel.close()
 
 
 async def purge(connection: AbstractRobustConnection, queues: list[str]) -> int:

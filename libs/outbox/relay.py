@@ -45,6 +45,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -143,7 +145,8 @@ class OutboxRelay:
     # -- leadership -----------------------------------------------------------------------------
     async def _session(self) -> None:
         listener = await connect(
-            self._dsn, application_name=f"orderflow-relay-listener:{self.name}"
+            self._dsn,
+            application_name=f"orderflow-relay-listener:{self.name}:{socket.gethostname()}:{os.getpid()}",
         )
         worker: Conn | None = None
         self._lost_leadership.clear()
@@ -166,7 +169,7 @@ class OutboxRelay:
                     conn.terminate() if self._lost_leadership.is_set() else await conn.close()
 
     async def _become_leader(self, listener: Conn) -> bool:
-        key = f"orderflow.relay:{self.name}"
+        key = _lock_key(self.name)
         announced = False
         while not self._stopping.is_set() and not self._lost_leadership.is_set():
             if await listener.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
@@ -360,3 +363,22 @@ class Wakeup:
             return
         # Payload-free and outside the writer's transaction: it takes no commit-time lock.
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+def _lock_key(name: str) -> str:
+    return f"orderflow.relay:{name}"
+
+
+async def leader(conn: Conn, name: str) -> dict[str, Any] | None:
+    """Who leads relay ``name`` in this database: the listener session holding its lock (its
+    application name says host and process), since when; None while nobody leads."""
+    row = await conn.fetchrow(
+        """SELECT a.application_name, a.pid, a.backend_start,
+                  host(a.client_addr) AS client_addr, a.client_port
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.objid::bigint = (hashtext($1)::bigint & 4294967295)""",
+        _lock_key(name),
+    )
+    return dict(row) if row else None

@@ -1,5 +1,6 @@
 """PostgreSQL: pools and connections, migrations, per-key locks, error translation."""
 
+from libs.pg.keyset import Cursor
 from libs.pg.locks import KeyLock
 from libs.pg.migrations import Migration
 from libs.pg.migrations import apply as apply_migrations
@@ -8,6 +9,7 @@ from libs.pg.pool import Conn, connect, connection, create_pool, tables
 
 __all__ = [
     "Conn",
+    "Cursor",
     "KeyLock",
     "Migration",
     "apply_migrations",

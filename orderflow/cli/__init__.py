@@ -2,7 +2,7 @@
 ``orders``, ``sagas``, ``dead_letters``, ``tools``) turning arguments into calls of the operator
 modules; errors become sentences (``base.run``)."""
 
-from orderflow.cli import dead_letters, orders, sagas, system, tools
+from orderflow.cli import console, dead_letters, orders, sagas, system, tools
 from orderflow.cli.base import app
 
-__all__ = ["app", "dead_letters", "orders", "sagas", "system", "tools"]
+__all__ = ["app", "console", "dead_letters", "orders", "sagas", "system", "tools"]
