@@ -1,4 +1,4 @@
-"""Commands on dead letters: dlq list, show, replay, purge."""
+"""Commands on dead letters: dlq list, show, replay, edit, purge."""
 
 from __future__ import annotations
 
@@ -54,13 +54,22 @@ def dlq_replay(
     letter_id: str | None = typer.Argument(None),
     all_: bool = typer.Option(False, "--all"),
     queue: str | None = typer.Option(None, "--queue"),
+    group: str | None = typer.Option(
+        None, "--group", help="every letter of one group, 'ERROR_CLASS|TYPE' as `dlq list` shows"
+    ),
 ) -> None:
     """Send dead letters back where they came from (processed once, thanks to the inbox)."""
-    from orderflow.dlq import replay
+    from orderflow.dlq import Selection, replay
 
-    if (letter_id is None) == (not all_):
-        raise typer.BadParameter("give one dead letter id, or --all")
-    done = run(replay(_settings(), letter_id=letter_id, queue=queue))
+    if sum((letter_id is not None, all_, group is not None)) != 1:
+        raise typer.BadParameter("give one dead letter id, --group CLASS|TYPE, or --all")
+    chosen = None
+    if group is not None:
+        error_class, sep, type_name = group.partition("|")
+        if not sep:
+            raise typer.BadParameter("--group is ERROR_CLASS|TYPE")
+        chosen = Selection(group=(error_class, type_name), queue=queue)
+    done = run(replay(_settings(), letter_id=letter_id, queue=queue, selection=chosen))
     for refused_id, why in done.refused:
         err.print(f"[bold red]not replayed[/] {refused_id}: {why}", highlight=False)
     if letter_id is not None and done.count == 0:
@@ -70,6 +79,21 @@ def dlq_replay(
     console.print(f"replayed {done.count} dead letter(s)")
     if done.refused:
         raise typer.Exit(1)
+
+
+@dlq_app.command("edit")
+def dlq_edit(
+    letter_id: str,
+    body_file: typer.FileText = typer.Option(
+        ..., "--body-file", help="the corrected CloudEvent (JSON); '-' reads standard input"
+    ),
+) -> None:
+    """Send a corrected body in place of a dead letter: a new message whose causation is the
+    letter (sent twice, applied once); the letter is then removed."""
+    from orderflow.dlq import edit_and_replay
+
+    new_id = run(edit_and_replay(_settings(), letter_id, body_file.read().encode()))
+    console.print(f"sent the corrected letter as message {new_id} (caused by {letter_id})")
 
 
 @dlq_app.command("purge")

@@ -130,8 +130,10 @@ async def test_a_dead_letter_made_on_purpose_is_listed_shown_replayed_once_and_p
     assert "{not json" in out
     assert "x-orderflow-error-class: MalformedMessage" in out
     await system.scalar("order_svc", "ALTER TABLE orders_away RENAME TO orders", admin=True)
-    code, out = await cli(system.env, "dlq", "replay", envelope.id)
-    assert "replayed 2 dead letter(s)" in out  # both copies carry the id
+    code, out = await cli(
+        system.env, "dlq", "replay", "--group", "UndefinedTableError|order.place_order.v1"
+    )
+    assert "replayed 2 dead letter(s)" in out  # the group: both copies, not the junk
     for _ in range(300):
         if (
             await system.scalar("order_svc", "SELECT status FROM orders WHERE id = $1", order_id)
@@ -153,6 +155,9 @@ async def test_a_dead_letter_made_on_purpose_is_listed_shown_replayed_once_and_p
     code, out = await cli(system.env, "dlq", "replay", envelope.id)
     assert code == 1
     assert "already replayed" in out
+    code, out = await cli(system.env, "dlq", "edit", "junk-0", "--body-file", "/dev/null")
+    assert code == 1
+    assert "no dead letter junk-0" in out
     code, out = await cli(system.env, "dlq", "purge", "--yes")
     assert "purged 1 dead letter(s)" in out
     code, out = await cli(system.env, "dlq", "list")
