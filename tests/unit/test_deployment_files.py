@@ -164,3 +164,13 @@ def test_the_check_of_metric_names_sees_a_name_nobody_exports() -> None:
     assert metrics_in('max by (service) (orderflow_sagas_stuck{a="b"}) > 0') == {
         "orderflow_sagas_stuck"
     }
+
+
+def test_the_console_is_published_on_this_machine_only_with_its_own_users_volume() -> None:
+    console = COMPOSE["services"]["console"]
+    assert console["command"][:2] == ["orderflow", "console"]
+    assert all(p.startswith("127.0.0.1:") for p in console["ports"])
+    assert "secrets-console:/run/orderflow-secrets" in console["volumes"]
+    # it reads the services' databases as they do, and may change none of their secrets
+    assert all(v.endswith(":ro") for v in console["volumes"] if "secrets-console" not in v)
+    assert "secrets-console" in COMPOSE["volumes"]
