@@ -8,11 +8,16 @@ import uuid
 
 import aio_pika
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
 from libs.testing.otlp import OtlpReceiver
-from orderflow.dlq import list_letters
+from orderflow.console import ConsoleSettings, create_app
+from orderflow.console.access import add_user
+from orderflow.dlq import Letter, list_letters
 
-from .conftest import cli, running_system
+from .conftest import System, cli, running_system
+from .test_console import csrf_of
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("order_svc", "payment_svc", "inventory_svc", "saga")
@@ -77,6 +82,7 @@ async def test_canary_secrets_stay_out_of_every_log_span_dead_letter_and_error()
             assert code == 1
             outputs.append(out)
             await asyncio.sleep(1.0)
+            console_said = await console_responses(system, canary, letters)
             logs = system.log.getvalue()
         spans = receiver.snapshot()
 
@@ -90,9 +96,39 @@ async def test_canary_secrets_stay_out_of_every_log_span_dead_letter_and_error()
         "service logs": logs,
         "CLI output": "\n".join(outputs),
         "spans": json.dumps([{"name": s.name, **s.attributes} for s in spans], default=str),
+        "console pages, headers and log": console_said,
         "dead letters": "\n".join(
             f"{letter.headers}\n{letter.error}\n{letter.body!r}" for letter in letters
         ),
     }
     for where, text in haystacks.items():
         assert canary not in text, f"a secret leaked into the {where}"
+
+
+async def console_responses(system: System, canary: str, letters: list[Letter]) -> str:
+    """Every console page (logged in with a canary password, after a wrong one), an error page
+    with a canary password in a DSN, and what the console logged meanwhile."""
+    add_user(system.settings.secrets_dir, "canary", "operator", canary + "console")
+    said: list[str] = []
+    broken = system.settings.model_copy(
+        update={"databases": {"order": f"postgresql://nobody:{canary}dsn@127.0.0.1:1/none"}}
+    )
+    with capture_logs() as logged:
+        for settings in (system.settings, broken):
+            async with TestClient(TestServer(create_app(settings, ConsoleSettings()))) as client:
+                token = await csrf_of(client)
+                for password in (canary + "wrong", canary + "console"):
+                    response = await client.post(
+                        "/login", data={"csrf": token, "user": "canary", "password": password}
+                    )
+                    said.append(await response.text())
+                paths = ["/", "/live/overview", "/orders", "/sagas", "/letters"]
+                paths += [f"/letters/{letter.id}" for letter in letters]
+                paths += [f"/orders/{order_id}" for order_id in system.client.outcomes]
+                for path in paths:
+                    response = await client.get(path)
+                    said += [str(dict(response.headers)), await response.text()]
+                    if settings is broken and path == "/orders":
+                        assert response.status == 503  # the error page was seen
+    said += [json.dumps(event, default=str) for event in logged]
+    return "\n".join(said)
