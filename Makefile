@@ -41,8 +41,9 @@ integration: bootstrap services
 test: bootstrap services tools lint types
 	$(PYTEST) tests -q -p no:cacheprovider
 
-bench: bootstrap services  ## the benchmark (~10 min), then a 20-minute soak at half its max
+bench: bootstrap services  ## the benchmark (~10 min), the console's pages (~1 min), then a 20-minute soak at half its max
 	$(UV) run --frozen orderflow bench --json var/bench.json
+	$(UV) run --frozen orderflow bench console
 	$(UV) run --frozen orderflow bench soak --half-of var/bench.json --minutes 20
 
 demo: bootstrap services  ## set up, start the services, place a mix of orders, show how each ended

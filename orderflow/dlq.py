@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aio_pika.abc import AbstractRobustConnection
+
 from contracts import REGISTRY, TOPOLOGY
 from contracts.permissions import allowed_senders
 from contracts.topology import QUEUES
@@ -16,6 +18,7 @@ from libs.messaging.publisher import Publisher
 from libs.outbox import store as outbox
 from libs.pg import connection as pg_connection
 from libs.settings import Settings
+from orderflow.status import Databases
 from orderflow.system import SERVICES
 
 
@@ -72,18 +75,27 @@ def _queues(queue: str | None) -> list[str]:
 
 
 async def list_letters(
-    settings: Settings, *, queue: str | None = None, limit: int = 1000
+    settings: Settings,
+    *,
+    queue: str | None = None,
+    limit: int = 1000,
+    amqp: AbstractRobustConnection | None = None,
+    databases: Databases | None = None,
 ) -> list[Letter]:
+    """Dead letters of the broker's queues (of one, or all) and, for all, of the relays; with
+    the caller's broker connection and databases, if given."""
     letters: list[Letter] = []
-    connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
+    connection = amqp or await amqp_connect(settings.amqp_url, name="orderflow-dlq")
+    open_db = databases or (lambda service: pg_connection(settings.dsn_for(service)))
     try:
         for d in await deadletters.list_dead_letters(connection, _queues(queue), limit=limit):
             letters.append(_letter(d))
     finally:
-        await connection.close()
+        if amqp is None:
+            await connection.close()
     if queue is None:
         for service in SERVICES:
-            async with pg_connection(settings.dsn_for(service)) as conn:
+            async with open_db(service) as conn:
                 for row in await outbox.list_dead(conn, limit=limit):
                     letters.append(
                         Letter(

@@ -6,11 +6,16 @@ Prometheus never disagree on what a figure means."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+
+from aio_pika.abc import AbstractRobustConnection
 
 from contracts.topology import QUEUES
 from libs.messaging import deadletters
 from libs.messaging.connection import connect as amqp_connect
+from libs.pg import Conn
 from libs.pg import connection as pg_connection
 from libs.saga import store as saga_store
 from libs.service.upkeep import outbox_gauges
@@ -39,12 +44,23 @@ class Status:
     oldest_seconds: float = 0.0
 
 
-async def status(settings: Settings) -> Status:
+Databases = Callable[[str], AbstractAsyncContextManager[Conn]]
+"""A connection to a service's database, by service name (the console lends pooled ones)."""
+
+
+async def status(
+    settings: Settings,
+    *,
+    amqp: AbstractRobustConnection | None = None,
+    databases: Databases | None = None,
+) -> Status:
+    """What is waiting where; with the caller's broker connection and databases, if given."""
     result = Status()
-    connection = await amqp_connect(settings.amqp_url, name="orderflow-status")
+    connection = amqp or await amqp_connect(settings.amqp_url, name="orderflow-status")
+    open_db = databases or (lambda service: pg_connection(settings.dsn_for(service)))
     try:
         for service in SERVICES:
-            async with pg_connection(settings.dsn_for(service)) as conn:
+            async with open_db(service) as conn:
                 gauges = {name: value for name, _, value in await outbox_gauges(conn)}
                 oldest = gauges["orderflow.outbox.lag"]
                 if service == "saga":
@@ -70,5 +86,6 @@ async def status(settings: Settings) -> Status:
                 )
             )
     finally:
-        await connection.close()
+        if amqp is None:
+            await connection.close()
     return result

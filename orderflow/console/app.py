@@ -61,7 +61,13 @@ def create_app(settings: Settings, console: ConsoleSettings) -> web.Application:
     app = web.Application(
         middlewares=[_guard(access, console)], client_max_size=settings.consumer.max_body_bytes * 2
     )
-    app[pages.CONTEXT] = pages.Context(settings, console, Reads(settings), env, access)
+    reads = Reads(settings)
+    app[pages.CONTEXT] = pages.Context(settings, console, reads, env, access)
+
+    async def close_connections(_: web.Application) -> None:
+        await reads.close()
+
+    app.on_cleanup.append(close_connections)
     app.add_routes(pages.routes)
     app.add_routes(actions.routes)
     app.router.add_static("/static/", STATIC, append_version=True)

@@ -203,17 +203,50 @@ async def order(request: web.Request) -> web.Response:
 
 @routes.get("/letters")
 async def letters(request: web.Request) -> web.Response:
-    queue = _text(request, "queue")
-    found = await ctx(request).reads.letters(queue)
+    """Groups (error class and type) with their counts; under each its first letters, or one
+    group's letters a page at a time, keyed on the last letter shown (queue order)."""
+    c = ctx(request)
+    queue = _text(request, "queue", 200)
+    group = _text(request, "group", 400)
+    after = _text(request, "after", 200)
+    read_at, found = await c.reads.letters(queue, fresh=request.query.get("fresh") == "1")
+    groups = dlq.groups(found)
+    shown: list[dlq.Letter] = []
+    next_link = None
+    if group is not None:
+        error_class, _, type_name = group.partition("|")
+        members = dict(groups).get((error_class, type_name), [])
+        start = 0
+        if after is not None:
+            ids = [x.id for x in members]
+            start = ids.index(after) + 1 if after in ids else len(members)
+        shown = members[start : start + c.console.page_size]
+        if start + len(shown) < len(members) and shown:
+            query = {k: v for k, v in request.query.items() if k != "after"}
+            next_link = str(request.rel_url.with_query({**query, "after": shown[-1].id}))
     return render(
-        request, "letters.html", groups=dlq.groups(found), total=len(found), queue=queue or ""
+        request,
+        "letters.html",
+        groups=groups,
+        total=len(found),
+        queue=queue or "",
+        group=group,
+        shown=shown,
+        per_group=10,
+        read_at=read_at,
+        next_link=next_link,
     )
 
 
 @routes.get("/letters/{letter_id}")
 async def letter(request: web.Request) -> web.Response:
     letter_id = request.match_info["letter_id"]
-    found = [x for x in await ctx(request).reads.letters() if x.id == letter_id]
+    reads = ctx(request).reads
+    _, cached = await reads.letters()
+    found = [x for x in cached if x.id == letter_id]
+    if not found:  # newer than what was read: read again
+        _, fresh = await reads.letters(fresh=True)
+        found = [x for x in fresh if x.id == letter_id]
     if not found:
         raise web.HTTPNotFound(text="no such dead letter (replayed or purged already?)")
     one = found[0]

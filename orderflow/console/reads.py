@@ -7,13 +7,19 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
+
 from inventory_svc import queries as inventory_queries
+from libs.messaging.connection import connect as amqp_connect
 from libs.outbox.relay import leader
-from libs.pg import Cursor, connection
+from libs.pg import Conn, Cursor, create_pool
 from libs.saga import browse
 from libs.saga import store as saga_store
 from libs.saga.browse import PlannedStep
@@ -71,46 +77,77 @@ class OrderPage:
 
 
 class Reads:
-    """The console's reads. Dead letters are read at most every ``letters_ttl`` seconds for the
-    overview (a look at a dead-letter queue takes its letters and gives them back)."""
+    """The console's reads.
 
-    def __init__(self, settings: Settings, *, letters_ttl: float = 10.0) -> None:
+    Dead letters are read at most every ``letters_ttl`` seconds (a look at a dead-letter queue
+    takes every letter and gives it back: with a thousand letters that is a fifth of a second
+    of the broker's time, and a quorum queue counts each look as a delivery); pages say when
+    they were read, ``fresh`` reads again, and every action on letters forgets what was read."""
+
+    def __init__(self, settings: Settings, *, letters_ttl: float = 5.0) -> None:
         self.settings = settings
         self.definition = coordinator(settings).definition
         self.letters_ttl = letters_ttl
-        self._letters: tuple[float, list[dlq.Letter]] | None = None
+        self._letters: dict[str | None, tuple[float, list[dlq.Letter]]] = {}
         self._letters_lock = asyncio.Lock()
+        self._pools: dict[str, asyncpg.Pool[Any]] = {}
+        self._amqp: AbstractRobustConnection | None = None
+        self._opening = asyncio.Lock()
+
+    # -- connections: a small pool per database and one broker connection, opened on first use
+
+    @asynccontextmanager
+    async def db(self, service: str) -> AsyncIterator[Conn]:
+        pool = self._pools.get(service)
+        if pool is None:
+            async with self._opening:
+                pool = self._pools.get(service)
+                if pool is None:
+                    pool = await create_pool(self.settings.dsn_for(service), min_size=1, max_size=4)
+                    self._pools[service] = pool
+        async with pool.acquire() as conn:
+            yield conn
+
+    async def amqp(self) -> AbstractRobustConnection:
+        async with self._opening:
+            if self._amqp is None:
+                self._amqp = await amqp_connect(self.settings.amqp_url, name="orderflow-console")
+            return self._amqp
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
+        if self._amqp is not None:
+            await self._amqp.close()
+            self._amqp = None
 
     # -- overview ---------------------------------------------------------------------------
 
     async def overview(self) -> Overview:
         current, orders, leaders, (read_at, letters) = await asyncio.gather(
-            status(self.settings), self._order_counts(), self._leaders(), self._cached_letters()
+            status(self.settings, amqp=await self.amqp(), databases=self.db),
+            self._order_counts(),
+            self._leaders(),
+            self.letters(),
         )
         classes = Counter((x.where, x.error_class or "(none)") for x in letters)
         return Overview(current, orders, leaders, classes, read_at)
 
     async def _order_counts(self) -> dict[str, int]:
-        async with connection(self.settings.dsn_for("order_svc")) as conn:
+        async with self.db("order_svc") as conn:
             return await order_queries.count_by_status(conn)
 
     async def _leaders(self) -> dict[str, dict[str, Any] | None]:
         found: dict[str, dict[str, Any] | None] = {}
         for service in SERVICES:
-            async with connection(self.settings.dsn_for(service)) as conn:
+            async with self.db(service) as conn:
                 found[service] = await leader(conn, service)
         return found
 
-    async def _cached_letters(self) -> tuple[float, list[dlq.Letter]]:
-        async with self._letters_lock:
-            now = time.time()
-            if self._letters is None or now - self._letters[0] > self.letters_ttl:
-                self._letters = (now, await dlq.list_letters(self.settings))
-            return self._letters
-
     def forget_letters(self) -> None:
-        """After an action on dead letters, the next overview reads them again."""
-        self._letters = None
+        """After an action on dead letters, the next look reads them again."""
+        self._letters.clear()
 
     # -- orders and sagas -------------------------------------------------------------------
 
@@ -123,7 +160,7 @@ class Reads:
         after: Cursor | None,
         limit: int,
     ) -> tuple[list[dict[str, Any]], Cursor | None]:
-        async with connection(self.settings.dsn_for("order_svc")) as conn:
+        async with self.db("order_svc") as conn:
             return await order_queries.page_orders(
                 conn,
                 status=status,
@@ -143,7 +180,7 @@ class Reads:
         after: Cursor | None,
         limit: int,
     ) -> tuple[list[InstanceRow], Cursor | None]:
-        async with connection(self.settings.dsn_for("saga")) as conn:
+        async with self.db("saga") as conn:
             return await browse.page_instances(
                 conn,
                 saga=SAGA,
@@ -156,7 +193,7 @@ class Reads:
             )
 
     async def stuck(self, older_than: float, limit: int = 100) -> list[InstanceRow]:
-        async with connection(self.settings.dsn_for("saga")) as conn:
+        async with self.db("saga") as conn:
             return await browse.stuck_instances(conn, saga=SAGA, older_than=older_than, limit=limit)
 
     async def order(self, order_id: str) -> OrderPage:
@@ -165,21 +202,21 @@ class Reads:
         page = OrderPage(order_id, None, None)
 
         async def from_orders() -> None:
-            async with connection(self.settings.dsn_for("order_svc")) as conn:
+            async with self.db("order_svc") as conn:
                 page.order = await order_queries.order_detail(conn, order_id)
 
         async def from_saga() -> None:
-            async with connection(self.settings.dsn_for("saga")) as conn:
+            async with self.db("saga") as conn:
                 page.instance = await saga_store.get_instance(conn, saga=SAGA, saga_id=order_id)
                 log = await saga_store.timeline(conn, saga=SAGA, saga_id=order_id)
             page.timeline = _durations(log)
 
         async def from_payment() -> None:
-            async with connection(self.settings.dsn_for("payment_svc")) as conn:
+            async with self.db("payment_svc") as conn:
                 page.payment = await payment_queries.payment_of(conn, order_id)
 
         async def from_inventory() -> None:
-            async with connection(self.settings.dsn_for("inventory_svc")) as conn:
+            async with self.db("inventory_svc") as conn:
                 page.reservation = await inventory_queries.reservation_of(conn, order_id)
 
         await asyncio.gather(from_orders(), from_saga(), from_payment(), from_inventory())
@@ -192,11 +229,19 @@ class Reads:
 
     # -- dead letters -----------------------------------------------------------------------
 
-    async def letters(self, queue: str | None = None) -> list[dlq.Letter]:
-        letters = await dlq.list_letters(self.settings, queue=queue)
-        if queue is None:
-            self._letters = (time.time(), letters)
-        return letters
+    async def letters(
+        self, queue: str | None = None, *, fresh: bool = False
+    ) -> tuple[float, list[dlq.Letter]]:
+        """(when they were read, the letters) of one queue or of all, at most ``letters_ttl``
+        seconds old unless ``fresh``."""
+        async with self._letters_lock:
+            cached = self._letters.get(queue)
+            if fresh or cached is None or time.time() - cached[0] > self.letters_ttl:
+                read = await dlq.list_letters(
+                    self.settings, queue=queue, amqp=await self.amqp(), databases=self.db
+                )
+                cached = self._letters[queue] = (time.time(), read)
+            return cached
 
 
 def _durations(log: list[LogRow]) -> list[TimelineRow]:
