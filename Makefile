@@ -41,8 +41,9 @@ integration: bootstrap services
 test: bootstrap services tools lint types
 	$(PYTEST) tests -q -p no:cacheprovider
 
-bench: bootstrap services  ## the benchmark (~10 min), the console's pages (~1 min), then a 20-minute soak at half its max
-	$(UV) run --frozen orderflow bench --json var/bench.json
+bench: bootstrap services  ## the benchmark (~15 min, with the three-node broker cluster), the console's pages (~1 min), then a 20-minute soak at half its max
+	@scripts/cluster.sh start >/dev/null
+	$(UV) run --frozen orderflow bench --json var/bench.json --cluster-url "$$(scripts/cluster.sh url)"
 	$(UV) run --frozen orderflow bench console
 	$(UV) run --frozen orderflow bench soak --half-of var/bench.json --minutes 20
 
@@ -54,3 +55,6 @@ chaos: bootstrap services  ## the long chaos runs: 180 s and over 2,000 orders p
 	@for s in $(CHAOS_SCENARIOS); do \
 	  $(UV) run --frozen orderflow chaos --scenario $$s --duration 180 --rate 12 --seed 1 || exit 1; \
 	done
+	@scripts/cluster.sh start >/dev/null
+	ORDERFLOW_AMQP_URL="$$(scripts/cluster.sh url)" ORDERFLOW_RABBITMQ_NODE=of1@localhost \
+	  $(UV) run --frozen orderflow chaos --scenario broker-node-kill --duration 180 --rate 12 --seed 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -49,10 +50,28 @@ def ensure_secret_file(secrets_dir: Path, name: str) -> str:
     return value
 
 
+def _each(url: str, change: Callable[[str], str]) -> str:
+    """``change`` applied to every URL of a comma-separated list of whole URLs (a cluster's
+    nodes); a single URL (a libpq multi-host DSN too, whose hosts are not URLs) as one."""
+    parts = url.split(",")
+    if len(parts) > 1 and all("://" in p for p in parts):
+        return ",".join(change(p.strip()) for p in parts)
+    return change(url)
+
+
 def with_credentials(
     url: str, *, user: str | None = None, password: str | None = None, keep_password: bool = True
 ) -> str:
-    """The URL with its user and/or password replaced (either may stay as it was)."""
+    """The URL with its user and/or password replaced (either may stay as it was); every node's
+    URL of a cluster's list."""
+    return _each(
+        url, lambda one: _with_credentials(one, user, password, keep_password=keep_password)
+    )
+
+
+def _with_credentials(
+    url: str, user: str | None, password: str | None, *, keep_password: bool
+) -> str:
     parts = urlsplit(url)
     username = user if user is not None else (parts.username or "")
     pw = password if password is not None else (parts.password if keep_password else None)
@@ -72,7 +91,11 @@ def without_password(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL without its password, for messages and logs (every node's, for a list)."""
+    return _each(url, _redact)
+
+
+def _redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -82,4 +105,5 @@ def redact(url: str) -> str:
 
 
 def user_of(url: str) -> str | None:
-    return urlsplit(url).username
+    """The user a URL logs in as (a cluster's list: its first node's; they are the same)."""
+    return urlsplit(url.split(",")[0] if "://" in url.split(",")[-1] else url).username

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/orderflow"
     """The operator's broker URL (setup, CLI). Services replace its user with their own."""
+    amqp_quorum_size: int | None = Field(default=None, ge=1, le=7)
+    """Replicas of each quorum queue (its initial group size). Default: one per node named in
+    ``amqp_url`` (several comma-separated node URLs: a cluster), at most three."""
     amqp_service_users: bool = True
     """Services log in as ``orderflow_<service>`` with their own password and permissions."""
     amqp_user_prefix: str = Field(default="orderflow_", pattern=r"^[a-z][a-z0-9_]{0,40}$")
@@ -149,6 +152,9 @@ class Settings(BaseSettings):
     rabbitmq_admin_user: str | None = None
     """Its login (default: the ``amqp_url`` user)."""
     rabbitmq_admin_password: SecretStr | None = None
+    rabbitmq_node: str | None = None
+    """The node ``rabbitmqctl`` administers (a cluster's, e.g. ``of1@localhost``); default: the
+    local default node."""
     """Its password (default: the ``amqp_url`` password)."""
     pg_admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     """A role that may create databases and roles: setup and migrations only."""
@@ -233,7 +239,7 @@ class Settings(BaseSettings):
 
     def management_api(self) -> ManagementApi:
         """The management API as configured, defaults taken from ``amqp_url``."""
-        url = urlsplit(self.amqp_url)
+        url = urlsplit(self.amqp_url.split(",")[0])
         password = self.rabbitmq_admin_password
         return ManagementApi(
             url=self.rabbitmq_api or f"http://{url.hostname or '127.0.0.1'}:15672",
@@ -241,7 +247,14 @@ class Settings(BaseSettings):
             password=(
                 password.get_secret_value() if password else unquote(url.password or "guest")
             ),
+            node=self.rabbitmq_node,
         )
+
+    def quorum_replicas(self) -> int:
+        """How many replicas each quorum queue gets (see ``amqp_quorum_size``)."""
+        if self.amqp_quorum_size is not None:
+            return self.amqp_quorum_size
+        return max(1, min(3, len([u for u in self.amqp_url.split(",") if u.strip()])))
 
     def broker_user(self, service: str) -> str:
         return f"{self.amqp_user_prefix}{service}"

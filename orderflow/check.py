@@ -236,7 +236,7 @@ async def _look_at_broker(settings: Settings, *, count_unacked: bool) -> BrokerV
         asyncio.create_task(
             unacked_counts(
                 vhost_of(settings.amqp_url),
-                host=urllib.parse.urlsplit(settings.amqp_url).hostname or "127.0.0.1",
+                host=urllib.parse.urlsplit(settings.amqp_url.split(",")[0]).hostname or "127.0.0.1",
                 api=settings.management_api(),
             )
         )

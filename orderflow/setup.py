@@ -93,7 +93,7 @@ async def _broker(settings: Settings, *, reset: bool) -> None:
     )
     try:
         channel = await connection.channel()
-        await declare(channel, TOPOLOGY)
+        await declare(channel, TOPOLOGY, replicas=settings.quorum_replicas())
         if reset:
             for spec in TOPOLOGY.queues:
                 for name in (spec.name, spec.dead_letter_queue):

@@ -23,12 +23,16 @@ from typing import Any
 from libs.errors import ConfigurationError, InfrastructureUnavailable, OrderflowError
 
 
-async def _rabbitmqctl(*args: str, stdin: str | None = None, timeout: float | None = None) -> str:
-    """Run rabbitmqctl. Secrets go through ``stdin``, never the command line: other users of the
-    machine can see a command line, and rabbitmqctl echoes its arguments in its own errors."""
+async def _rabbitmqctl(
+    *args: str, node: str | None, stdin: str | None = None, timeout: float | None = None
+) -> str:
+    """Run rabbitmqctl (against ``node``, or the local default node). Secrets go through
+    ``stdin``, never the command line: other users of the machine can see a command line, and
+    rabbitmqctl echoes its arguments in its own errors."""
     proc = await asyncio.create_subprocess_exec(
         "rabbitmqctl",
         "-q",
+        *(("-n", node) if node else ()),
         *args,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -55,6 +59,8 @@ class ManagementApi:
     url: str = "http://127.0.0.1:15672"
     user: str = "guest"
     password: str = field(default="guest", repr=False)
+    node: str | None = None
+    """The node ``rabbitmqctl`` administers (``-n``): a cluster's node; None: the local default."""
 
 
 LOCAL_API = ManagementApi()
@@ -135,7 +141,9 @@ async def ensure_access(
         rights.append({"user": operator, "configure": ".*", "write": ".*", "read": ".*"})
     if shutil.which("rabbitmqctl"):
         if create_vhost and not vhost_is_new:
-            create_vhost = vhost not in (await _rabbitmqctl("list_vhosts", "name")).split()
+            create_vhost = (
+                vhost not in (await _rabbitmqctl("list_vhosts", "name", node=api.node)).split()
+            )
         definitions = {
             "vhosts": [{"name": vhost}] if create_vhost else [],
             "users": [
@@ -149,7 +157,9 @@ async def ensure_access(
             ],
             "permissions": [{**r, "vhost": vhost} for r in rights],
         }
-        await _rabbitmqctl("import_definitions", "--format", "json", stdin=json.dumps(definitions))
+        await _rabbitmqctl(
+            "import_definitions", "--format", "json", stdin=json.dumps(definitions), node=api.node
+        )
         return
     if create_vhost:
         await asyncio.to_thread(_api, "PUT", f"/api/vhosts/{_q(vhost)}", {}, api=api)
@@ -211,7 +221,7 @@ async def remove_access(
             + (f'catch rabbit_vhost:delete(<<"{vhost}">>, <<"orderflow">>)' if vhost else "ok")
             + "}."
         )
-        answer = await _rabbitmqctl("eval", expression)
+        answer = await _rabbitmqctl("eval", expression, node=api.node)
         if "undef" not in answer:
             failed = _unexpected_errors(answer)
             if failed:
@@ -231,30 +241,33 @@ def _unexpected_errors(answer: str) -> str:
 
 async def delete_user(user: str, *, api: ManagementApi = LOCAL_API) -> None:
     if shutil.which("rabbitmqctl"):
-        if user in (await _rabbitmqctl("list_users")).split():
-            await _rabbitmqctl("delete_user", user)
+        if user in (await _rabbitmqctl("list_users", node=api.node)).split():
+            await _rabbitmqctl("delete_user", user, node=api.node)
         return
     await asyncio.to_thread(_api, "DELETE", f"/api/users/{_q(user)}", api=api)
 
 
 async def delete_vhost(vhost: str, *, api: ManagementApi = LOCAL_API) -> None:
     if shutil.which("rabbitmqctl"):
-        existing = (await _rabbitmqctl("list_vhosts", "name")).split()
+        existing = (await _rabbitmqctl("list_vhosts", "name", node=api.node)).split()
         if vhost in existing:
-            await _rabbitmqctl("delete_vhost", vhost)
+            await _rabbitmqctl("delete_vhost", vhost, node=api.node)
         return
     await asyncio.to_thread(_api, "DELETE", f"/api/vhosts/{_q(vhost)}", api=api)
 
 
 def vhost_of(url: str) -> str:
-    """The vhost an AMQP URL names (``/`` when it names none)."""
-    path = urllib.parse.urlsplit(url).path
+    """The vhost an AMQP URL names (``/`` when it names none); a cluster's list names one."""
+    path = urllib.parse.urlsplit(url.split(",")[0]).path
     return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def with_vhost(url: str, vhost: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return parts._replace(path="/" + _q(vhost)).geturl()
+    """The URL (every node's, for a cluster's list) naming ``vhost``."""
+    return ",".join(
+        urllib.parse.urlsplit(one.strip())._replace(path="/" + _q(vhost)).geturl()
+        for one in url.split(",")
+    )
 
 
 async def unacked_counts(
@@ -269,7 +282,14 @@ async def unacked_counts(
         if shutil.which("rabbitmqctl") and host in ("127.0.0.1", "localhost", "::1"):
             columns = ("name", "messages_unacknowledged")
             out = await _rabbitmqctl(
-                "list_queues", "-p", vhost, "--formatter", "json", *columns, timeout=15
+                "list_queues",
+                "-p",
+                vhost,
+                "--formatter",
+                "json",
+                *columns,
+                timeout=15,
+                node=api.node,
             )
             queues = json.loads(out)
         else:

@@ -72,7 +72,7 @@ class QueueSpec:
         """Where this queue's consumer publishes its dead letters (bound to its DLQ only)."""
         return dead_letter_exchange_of(self.name)
 
-    def arguments(self) -> dict[str, Any]:
+    def arguments(self, replicas: int = 1) -> dict[str, Any]:
         return {
             "x-queue-type": "quorum",
             "x-delivery-limit": self.delivery_limit,
@@ -81,7 +81,17 @@ class QueueSpec:
             # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ >= 3.10)
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
+            **cluster_arguments(replicas),
         }
+
+
+def cluster_arguments(replicas: int) -> dict[str, Any]:
+    """On a cluster, a quorum queue's replicas (its initial group size) and its leader placed
+    on the node with the fewest leaders; nothing on one node (where a queue declared before
+    keeps the arguments it had)."""
+    if replicas <= 1:
+        return {}
+    return {"x-quorum-initial-group-size": replicas, "x-queue-leader-locator": "balanced"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,17 +134,18 @@ def _refusals() -> Iterator[None]:
         ) from None
 
 
-async def declare(channel: AbstractChannel, topology: Topology) -> None:
-    """Declare everything; declaring twice with the same arguments changes nothing.
+async def declare(channel: AbstractChannel, topology: Topology, *, replicas: int = 1) -> None:
+    """Declare everything; declaring twice with the same arguments changes nothing. ``replicas``:
+    each quorum queue's group size (1 on one node, up to 3 on a cluster).
 
     A queue or exchange that exists with other arguments raises ConfigurationError saying which
     and how to fix it (the broker closes the channel on such a declare).
     """
     with _refusals():
-        await _declare(channel, topology)
+        await _declare(channel, topology, replicas)
 
 
-async def _declare(channel: AbstractChannel, topology: Topology) -> None:
+async def _declare(channel: AbstractChannel, topology: Topology, replicas: int) -> None:
     dlx = await channel.declare_exchange(
         DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
     )
@@ -142,17 +153,25 @@ async def _declare(channel: AbstractChannel, topology: Topology) -> None:
         await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
     for spec in topology.queues:
         dlq = await channel.declare_queue(
-            spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+            spec.dead_letter_queue,
+            durable=True,
+            arguments={"x-queue-type": "quorum", **cluster_arguments(replicas)},
         )
         await dlq.bind(dlx, routing_key=spec.name)
         await _declare_own_dlx(channel, spec, dlq)
-        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
+        queue = await channel.declare_queue(
+            spec.name, durable=True, arguments=spec.arguments(replicas)
+        )
         for binding in spec.bindings:
             await queue.bind(binding.exchange, routing_key=binding.routing_key)
 
 
 async def declare_own(
-    channel: AbstractChannel, *, queues: Iterable[QueueSpec], publishes: Iterable[str]
+    channel: AbstractChannel,
+    *,
+    queues: Iterable[QueueSpec],
+    publishes: Iterable[str],
+    replicas: int = 1,
 ) -> None:
     """What one service declares at start with least privilege: its queues (and their bindings)
     and the exchanges it publishes to. Exchanges it only reads from, and the dead-letter
@@ -166,11 +185,15 @@ async def declare_own(
             for binding in spec.bindings:
                 await channel.declare_exchange(binding.exchange, passive=True)
             dlq = await channel.declare_queue(
-                spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+                spec.dead_letter_queue,
+                durable=True,
+                arguments={"x-queue-type": "quorum", **cluster_arguments(replicas)},
             )
             await dlq.bind(DEAD_LETTER_EXCHANGE, routing_key=spec.name)
             await _declare_own_dlx(channel, spec, dlq)
-            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
+            queue = await channel.declare_queue(
+                spec.name, durable=True, arguments=spec.arguments(replicas)
+            )
             for binding in spec.bindings:
                 await queue.bind(binding.exchange, routing_key=binding.routing_key)
 

@@ -115,7 +115,12 @@ async def serve(
     )
     connection.reconnect_callbacks.add(lambda *_: METRICS.reconnects.add(1))
     channel = await connection.channel()
-    await declare_own(channel, queues=[definition.spec.queue], publishes=definition.spec.publishes)
+    await declare_own(
+        channel,
+        queues=[definition.spec.queue],
+        publishes=definition.spec.publishes,
+        replicas=settings.quorum_replicas(),
+    )
     await channel.close()
     # user_id on every message: the broker refuses a message whose sender claims another name
     publisher = Publisher(

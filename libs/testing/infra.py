@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from libs.inbox import store as inbox_store
-from libs.messaging.admin import ensure_vhost, remove_access, with_vhost
+from libs.messaging.admin import (
+    LOCAL_API,
+    ManagementApi,
+    ensure_vhost,
+    remove_access,
+    with_vhost,
+)
 from libs.outbox import store as outbox_store
 from libs.pg.admin import database_of, drop_database, ensure_database
 from libs.pg.migrations import Migration, apply
@@ -53,15 +59,15 @@ def service_env(
 
 @asynccontextmanager
 async def temporary_vhost(
-    base_url: str = DEFAULT_AMQP, *, prefix: str = "oftest"
+    base_url: str = DEFAULT_AMQP, *, prefix: str = "oftest", api: ManagementApi = LOCAL_API
 ) -> AsyncIterator[str]:
     """An AMQP URL on a new vhost, deleted (with everything in it) afterwards."""
     vhost = unique_name(prefix)
-    await ensure_vhost(vhost, is_new=True)  # a fresh unique name
+    await ensure_vhost(vhost, is_new=True, api=api)  # a fresh unique name
     try:
         yield with_vhost(base_url, vhost)
     finally:
-        await remove_access([], vhost)
+        await remove_access([], vhost, api=api)
 
 
 @asynccontextmanager
@@ -85,24 +91,33 @@ async def temporary_database(
         await drop_database(admin_dsn, name)
 
 
-async def remove_service_users(env: dict[str, str], system: SystemSpec) -> None:
+async def remove_service_users(
+    env: dict[str, str], system: SystemSpec, *, api: ManagementApi = LOCAL_API
+) -> None:
     """Delete the broker users :func:`service_env` named."""
     prefix = env["ORDERFLOW_AMQP_USER_PREFIX"]
-    await remove_access([prefix + name for name in system.names])
+    await remove_access([prefix + name for name in system.names], api=api)
 
 
 @asynccontextmanager
 async def isolated_system(
-    system: SystemSpec, *, admin_dsn: str, amqp_base: str, prefix: str
+    system: SystemSpec,
+    *,
+    admin_dsn: str,
+    amqp_base: str,
+    prefix: str,
+    api: ManagementApi = LOCAL_API,
 ) -> AsyncIterator[dict[str, str]]:
     """ORDERFLOW_* variables naming a vhost, a database per service (all empty), broker users
     and a secrets directory of their own (names start with ``prefix``); everything removed
     afterwards, the databases side by side."""
     async with AsyncExitStack() as stack:
-        url = await stack.enter_async_context(temporary_vhost(amqp_base, prefix=prefix))
+        url = await stack.enter_async_context(temporary_vhost(amqp_base, prefix=prefix, api=api))
         secrets = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{prefix}-secrets-"))
         env = service_env(admin_dsn, url, prefix=prefix, secrets_dir=secrets, system=system)
-        stack.push_async_callback(remove_service_users, env, system)
+        if api.node:
+            env["ORDERFLOW_RABBITMQ_NODE"] = api.node
+        stack.push_async_callback(remove_service_users, env, system, api=api)
         databases = [database_of(env[spec.dsn_env]) for spec in system.services]
         stack.push_async_callback(_drop_databases, admin_dsn, databases)
         yield env

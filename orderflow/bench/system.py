@@ -275,7 +275,42 @@ async def saga_run(
     return results
 
 
-async def run(*, settings: Settings, quick: bool, log: Any) -> dict[str, Any]:
+async def cluster_line(
+    cluster: Settings, *, step_seconds: float, top_seconds: float, rates: list[float], log: Any
+) -> dict[str, Any]:
+    """The same saga run on a broker cluster: max sustained and latency at half of it."""
+    from orderflow.chaos.harness import isolated
+    from orderflow.setup import setup
+
+    async with isolated(cluster) as env_vars:
+        env = {**env_vars, "ORDERFLOW_SAGA__STEP_DEADLINE": "120"}
+        await setup(Settings.of({**os.environ, **env}))
+        services = Services(env, log)
+        try:
+            client = await services.start()
+            top, steps = await find_max(
+                client, rates, step_seconds=step_seconds, top_seconds=top_seconds
+            )
+            peak = top["completed_per_s"]
+            await settle(10)
+            half = await offer(client, rate=max(1.0, peak / 2), seconds=step_seconds)
+        finally:
+            await services.stop()
+    placed = sum(s["placed"] for s in (*steps, half))
+    confirmed = sum(s["confirmed"] for s in (*steps, half))
+    return {
+        "nodes": len([u for u in cluster.amqp_url.split(",") if u.strip()]),
+        "max_sustained_per_s": peak,
+        "top": top,
+        "steps": steps,
+        "latency_at_50pct": half,
+        "all_confirmed": placed == confirmed,
+    }
+
+
+async def run(
+    *, settings: Settings, quick: bool, log: Any, cluster: Settings | None = None
+) -> dict[str, Any]:
     from libs.messaging.admin import with_vhost
     from orderflow.chaos.harness import isolated
 
@@ -306,6 +341,14 @@ async def run(*, settings: Settings, quick: bool, log: Any) -> dict[str, Any]:
             log=log,
         )
     results["saga"] = saga
+    if cluster is not None:
+        results["cluster"] = await cluster_line(
+            cluster,
+            step_seconds=5 if quick else 10,
+            top_seconds=8 if quick else 20,
+            rates=rates[:5] if quick else rates,
+            log=log,
+        )
     results["efficiency"] = (
         saga["max_sustained_per_s"] * MESSAGES_PER_SAGA / results["raw_publish_and_consume_msg_s"]
     )

@@ -75,6 +75,8 @@ class ChaosReport:
     faults: dict[str, int] = field(default_factory=dict)  # observed: what really happened
     faults_attempted: dict[str, int] = field(default_factory=dict)
     fault_log: list[str] = field(default_factory=list)  # seconds since the start, what
+    # per broker node killed: seconds from the kill to the first order completed after it
+    recovery_after_node_kills_s: list[float | None] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -96,6 +98,7 @@ async def isolated(base: Settings) -> AsyncIterator[dict[str, str]]:
         admin_dsn=base.pg_admin_dsn,
         amqp_base=with_vhost(base.amqp_url, "/"),
         prefix="ofchaos",
+        api=base.management_api(),
     ) as env:
         yield env
 
@@ -258,10 +261,24 @@ async def run_chaos(
         took, statuses, held = await _quiesce(run_settings, order_ids, limit=QUIESCE_LIMIT + 30)
         report.time_to_quiesce = took
         await _fill(report, ctx, run_settings, order_ids, statuses, output.getvalue(), held)
+        report.recovery_after_node_kills_s = recovery_after(
+            ctx.extra.get("node kills at", []), client
+        )
         report.violations += ctx.faults.violations(scenario.required)
         if not scenario.restarts_allowed:
             report.violations += verify.restart_violations(supervisor.children)
     return report
+
+
+def recovery_after(kills: list[float], client: OrderClient) -> list[float | None]:
+    """For each kill (monotonic time), seconds until the client saw the next order end."""
+    ended = sorted(o.ended_at for o in client.outcomes.values() if o.ended_at is not None)
+    return [
+        round(next((t for t in ended if t > kill), float("nan")) - kill, 2)
+        if any(t > kill for t in ended)
+        else None
+        for kill in kills
+    ]
 
 
 RELAY_MODE = (

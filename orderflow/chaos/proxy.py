@@ -98,6 +98,11 @@ class TcpProxy:
             for w in pair:
                 _abort(w)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open through the proxy now."""
+        return len(self._pairs)
+
     def reset_all(self) -> int:
         """Drop every open connection with RST; returns how many."""
         pairs = list(self._pairs)

@@ -22,6 +22,7 @@ from libs.messaging.publisher import Outgoing, Publisher
 from orderflow import hostile
 from orderflow.chaos import poison as poison_kinds
 from orderflow.chaos import verify
+from orderflow.chaos.cluster import BrokerNodeKill
 from orderflow.chaos.duplicator import Duplicator
 from orderflow.chaos.infrastructure import BrokerRestart, DatabaseRestart, NetworkFaults
 from orderflow.chaos.replicas import Replicas
@@ -33,6 +34,7 @@ __all__ = [
     "READY_LIMIT",
     "SCENARIOS",
     "SERVICES",
+    "BrokerNodeKill",
     "BrokerRestart",
     "CommitBoundaries",
     "Context",
@@ -194,5 +196,6 @@ SCENARIOS: dict[str, type[Scenario]] = {
         Duplicates,
         PoisonMix,
         HostileClients,
+        BrokerNodeKill,
     )
 }

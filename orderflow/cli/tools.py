@@ -81,6 +81,11 @@ def chaos(
     for fault, count in sorted(report.faults.items()):
         if ":" not in fault:
             table.add_row(f"fault: {fault}", str(count))
+    if report.recovery_after_node_kills_s:
+        shown = ", ".join(
+            "—" if s is None else f"{s:.1f}" for s in report.recovery_after_node_kills_s
+        )
+        table.add_row("first order completed after each node kill (s)", shown)
     console.print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report.to_json())
@@ -101,8 +106,17 @@ def bench_all(
     ctx: typer.Context,
     quick: bool = typer.Option(False, help="shorter steps, fewer messages"),
     json_out: Path = typer.Option(Path("var/bench.json"), "--json"),
+    cluster_url: str | None = typer.Option(
+        None,
+        "--cluster-url",
+        help="also run the saga on this broker cluster (`scripts/cluster.sh url`)",
+    ),
+    cluster_node: str = typer.Option(
+        "of1@localhost", "--cluster-node", help="the cluster node rabbitmqctl administers"
+    ),
 ) -> None:
-    """Raw limits, relay, saga throughput and latency, per-service costs, metrics cost, memory."""
+    """Raw limits, relay, saga throughput and latency, per-service costs, metrics cost, memory;
+    with --cluster-url, the saga's maximum and latency on a broker cluster beside them."""
     if ctx.invoked_subcommand is not None:
         return
     import io
@@ -113,7 +127,12 @@ def bench_all(
     settings = _settings()
     console.print("[dim]running the benchmark (about 10 minutes; --quick about 5)…[/]")
     log = io.StringIO()
-    results = run(system.run(settings=settings, quick=quick, log=log))
+    cluster = None
+    if cluster_url:
+        cluster = settings.model_copy(
+            update={"amqp_url": cluster_url, "rabbitmq_node": cluster_node}
+        )
+    results = run(system.run(settings=settings, quick=quick, log=log, cluster=cluster))
     results["machine"] = machine()
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(results, indent=2, default=str))
@@ -176,6 +195,20 @@ def _saga_tables(results: dict[str, Any], saga: dict[str, Any]) -> None:
             f"place→terminal at {share} % of max ({lat['offered_per_s']:.0f}/s)",
             f"p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms",
             target,
+        )
+    if "cluster" in results:
+        c = results["cluster"]
+        lat = c["latency_at_50pct"]
+        single = saga["latency_at_50pct"]
+        table.add_row(
+            "one broker node: max; p50/p99 at 50 %",
+            f"{peak:.0f} sagas/s; {single['p50_ms']:.0f}/{single['p99_ms']:.0f} ms",
+            "",
+        )
+        table.add_row(
+            f"{c['nodes']}-node broker cluster: max; p50/p99 at 50 %",
+            f"{c['max_sustained_per_s']:.0f} sagas/s; {lat['p50_ms']:.0f}/{lat['p99_ms']:.0f} ms",
+            "",
         )
     cap = saga["metrics_capacity_per_s"]
     on, off = sum(cap["on"]) / len(cap["on"]), sum(cap["off"]) / len(cap["off"])

@@ -51,7 +51,7 @@ async def test_one_provisioning_run_makes_the_vhost_users_and_rights_and_one_rem
     grants = [Grant(u, f"pw-{u}", "^$", f"^{u}$", "^$") for u in users]
     await ensure_access(vhost, grants, operator="guest")
     try:
-        rights = await _rabbitmqctl("list_permissions", "-p", vhost)
+        rights = await _rabbitmqctl("list_permissions", "-p", vhost, node=None)
         for user in users:
             assert f"{user}\t^$\t^{user}$\t^$" in rights
         assert "guest\t.*\t.*\t.*" in rights
@@ -62,5 +62,5 @@ async def test_one_provisioning_run_makes_the_vhost_users_and_rights_and_one_rem
         await connection.close()
     finally:
         await remove_access([*users, f"{vhost}_never_made"], vhost)
-    assert not set(users) & set((await _rabbitmqctl("list_users")).split())
-    assert vhost not in (await _rabbitmqctl("list_vhosts", "name")).split()
+    assert not set(users) & set((await _rabbitmqctl("list_users", node=None)).split())
+    assert vhost not in (await _rabbitmqctl("list_vhosts", "name", node=None)).split()
