@@ -39,7 +39,7 @@ integration: bootstrap services
 	$(PYTEST) tests/integration -q
 
 test: bootstrap services tools lint types
-	$(PYTEST) tests -q -p no:cacheprovider
+	$(PYTEST) tests -q -p no:cacheprovider --durations=25
 
 bench: bootstrap services  ## the benchmark (~15 min, with the three-node broker cluster), the console's pages (~1 min), then a 20-minute soak at half its max
 	@scripts/cluster.sh start >/dev/null
