@@ -38,8 +38,11 @@ unit: bootstrap tools
 integration: bootstrap services
 	$(PYTEST) tests/integration -q
 
+# The chaos runs restart the shared broker and database and time their faults: they run first,
+# alone. The rest (each test in a vhost and databases of its own) runs on two workers.
 test: bootstrap services tools lint types
-	$(PYTEST) tests -q -p no:cacheprovider --durations=25
+	$(PYTEST) tests/chaos tests/cluster -q -p no:cacheprovider --durations=5
+	$(PYTEST) tests/unit tests/integration tests/e2e -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
 
 bench: bootstrap services  ## the benchmark (~15 min, with the three-node broker cluster), the console's pages (~1 min), then a 20-minute soak at half its max
 	@scripts/cluster.sh start >/dev/null

@@ -78,7 +78,9 @@ joined() {  # is node n in of1's cluster?
 }
 
 start() {
-  for n in $(seq 1 "$COUNT"); do start_node "$n"; done
+  local pids=()
+  for n in $(seq 1 "$COUNT"); do start_node "$n" & pids+=($!); done  # side by side: 4 s, not 12
+  for pid in "${pids[@]}"; do wait "$pid"; done
   for n in $(seq 2 "$COUNT"); do
     if ! joined "$n"; then
       ctl "$n" stop_app >/dev/null

@@ -31,8 +31,9 @@ async def test_killing_broker_nodes_under_load_loses_nothing(cluster_url: str) -
     assert report.violations == [], report.violations
     for kind, attempts in report.faults_attempted.items():  # every attempt had its effect
         assert report.faults.get(kind, 0) == attempts, (kind, report.fault_log)
-    assert report.faults["broker node kills"] >= 2
-    assert report.faults["broker node restarts"] >= 2
+    # the run's seconds allow one or two kill-and-restart cycles (make chaos: dozens)
+    assert report.faults["broker node kills"] >= 1
+    assert report.faults["broker node restarts"] >= report.faults["broker node kills"]
     # after each kill, orders completed again, and that time is reported
     assert report.recovery_after_node_kills_s
     assert all(s is not None for s in report.recovery_after_node_kills_s)

@@ -92,7 +92,14 @@ async def isolated_env(
         for name, value in (secret_values or {}).items():  # planted before setup reads them
             name = name.replace("{users}", env["ORDERFLOW_AMQP_USER_PREFIX"])
             (Path(env["ORDERFLOW_SECRETS_DIR"]) / name).write_text(value)
-        yield {**env, "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2", **FAST_SAGA, **(extra_env or {})}
+        # pools of 4: two systems run side by side under `make test` (max_connections 100)
+        yield {
+            **env,
+            "ORDERFLOW_RELAY__SWEEP_INTERVAL": "2",
+            "ORDERFLOW_POOL_SIZE": "4",
+            **FAST_SAGA,
+            **(extra_env or {}),
+        }
 
 
 @asynccontextmanager

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.timeout(240)
 async def test_a_short_soak_stays_flat_after_retention_catches_up() -> None:
     results = await soak(
-        Settings(), rate=20, seconds=60, horizon=8, sample_every=3, log=io.StringIO()
+        Settings(), rate=20, seconds=32, horizon=5, sample_every=2, log=io.StringIO()
     )
     assert results["problems"] == [], results["problems"]
-    assert results["confirmed"] == results["orders"] > 900
+    assert results["confirmed"] == results["orders"] > 500
     last = results["samples"][-1]["rows"]
     # retention really ran: far fewer inbox rows than messages handled
     assert last["saga"]["inbox"] < results["orders"] * 6 // 2
