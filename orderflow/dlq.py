@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -145,6 +147,20 @@ def replay_policy(settings: Settings) -> deadletters.ReplayPolicy:
     )
 
 
+@asynccontextmanager
+async def _publishing(
+    settings: Settings,
+) -> AsyncIterator[tuple[AbstractRobustConnection, Publisher]]:
+    """The operator's broker connection and a confirming publisher on it, closed after."""
+    connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
+    publisher = Publisher(connection)
+    try:
+        yield connection, publisher
+    finally:
+        await publisher.close()
+        await connection.close()
+
+
 @dataclass
 class Replayed:
     count: int = 0
@@ -193,9 +209,7 @@ async def replay(
     ids = chosen.ids
     done = Replayed()
     if ids is None or any(not i.startswith("outbox:") for i in ids):
-        connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
-        publisher = Publisher(connection)
-        try:
+        async with _publishing(settings) as (connection, publisher):
             result = await deadletters.replay(
                 connection,
                 publisher,
@@ -203,11 +217,8 @@ async def replay(
                 policy=replay_policy(settings),
                 select=lambda d: chosen.picks(d.message_id, *group_of(_letter(d))),
             )
-            done.count += len(result.replayed)
-            done.refused += [(letter.message_id, why) for letter, why in result.refused]
-        finally:
-            await publisher.close()
-            await connection.close()
+        done.count += len(result.replayed)
+        done.refused += [(letter.message_id, why) for letter, why in result.refused]
     if chosen.queue is None:
         for service in SERVICES:
             async with pg_connection(settings.dsn_for(service)) as conn:
@@ -228,9 +239,7 @@ async def edit_and_replay(settings: Settings, letter_id: str, body: bytes) -> st
     letters = [x for x in await list_letters(settings) if x.id == letter_id]
     if not letters:
         raise NoSuchLetter(f"no dead letter {letter_id} (replayed or purged already?)")
-    connection = await amqp_connect(settings.amqp_url, name="orderflow-dlq")
-    publisher = Publisher(connection)
-    try:
+    async with _publishing(settings) as (connection, publisher):
         outcome = await deadletters.edit_and_replay(
             connection,
             publisher,
@@ -239,9 +248,6 @@ async def edit_and_replay(settings: Settings, letter_id: str, body: bytes) -> st
             message_id=letter_id,
             body=body,
         )
-    finally:
-        await publisher.close()
-        await connection.close()
     if isinstance(outcome, str):
         raise NotEditable(f"not sent: {outcome}")
     return outcome[1]

@@ -345,47 +345,45 @@ async def edit_and_replay(
     :func:`edited_id`, ``causationid`` the dead letter's id) where the policy says the
     corrected type goes, then drop the dead letter. (the letter, the new id), or why not — then
     nothing was sent and the letter stays."""
-    channel = await connection.channel()
-    try:
-        queue = await channel.get_queue(queue_name, ensure=True)
-        depth = queue.declaration_result.message_count or 0
-        for _ in range(depth):
-            message = await queue.get(no_ack=False, fail=False)
-            if message is None:
-                break
-            if message.message_id != message_id:
-                continue
-            letter = _describe(queue_name, message)
-            try:
-                envelope = codec.decode(body, content_type=None, max_bytes=policy.max_body_bytes)
-            except PoisonMessage as exc:
-                return f"the corrected body is not a readable event: {exc}"
-            new_id = edited_id(message_id)
-            corrected = dataclasses.replace(envelope, id=new_id, causationid=message_id)
-            new_body = codec.encode(corrected)
-            destination = policy.destination(
-                dataclasses.replace(letter, body=new_body, type=corrected.type)
+    outcome: list[tuple[DeadLetter, str] | str] = []
+
+    async def correct(letter: DeadLetter, message: AbstractIncomingMessage) -> None:
+        if outcome:  # a second copy with the same id stays where it is
+            return
+        try:
+            envelope = codec.decode(body, content_type=None, max_bytes=policy.max_body_bytes)
+        except PoisonMessage as exc:
+            outcome.append(f"the corrected body is not a readable event: {exc}")
+            return
+        new_id = edited_id(message_id)
+        corrected = dataclasses.replace(envelope, id=new_id, causationid=message_id)
+        new_body = codec.encode(corrected)
+        destination = policy.destination(
+            dataclasses.replace(letter, body=new_body, type=corrected.type)
+        )
+        if isinstance(destination, str):
+            outcome.append(destination)
+            return
+        exchange, routing_key = destination
+        await publisher.publish(
+            Outgoing(
+                exchange=exchange,
+                routing_key=routing_key,
+                body=new_body,
+                message_id=new_id,
+                type=corrected.type,
+                timestamp=utcnow(),
+                correlation_id=corrected.correlationid,
+                headers=_replay_headers(letter, **{EDITED_FROM: message_id}),
             )
-            if isinstance(destination, str):
-                return destination
-            exchange, routing_key = destination
-            await publisher.publish(
-                Outgoing(
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    body=new_body,
-                    message_id=new_id,
-                    type=corrected.type,
-                    timestamp=utcnow(),
-                    correlation_id=corrected.correlationid,
-                    headers=_replay_headers(letter, **{EDITED_FROM: message_id}),
-                )
-            )
-            await message.ack()  # only once the corrected copy is confirmed
-            return letter, new_id
+        )
+        await message.ack()  # only once the corrected copy is confirmed
+        outcome.append((letter, new_id))
+
+    await _each(connection, [queue_name], lambda d: d.message_id == message_id, correct)
+    if not outcome:
         return f"no dead letter {message_id} in {queue_name} (replayed or purged already?)"
-    finally:
-        await channel.close()
+    return outcome[0]
 
 
 async def purge(connection: AbstractRobustConnection, queues: list[str]) -> int:
