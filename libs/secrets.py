@@ -38,15 +38,24 @@ def read_secret(
 
 
 def ensure_secret_file(secrets_dir: Path, name: str) -> str:
-    """The secret in ``<secrets dir>/<name>``, generated (random, 0600) when missing."""
+    """The secret in ``<secrets dir>/<name>``, generated (random, 0600) when missing. The file
+    appears whole or not at all (written aside, then linked into place), so a second process
+    starting at the same moment never reads it half-written."""
     path = secrets_dir / name
     if path.is_file():
         return path.read_text().strip()
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    aside = secrets_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
+    try:
+        os.link(aside, path)  # fails if another process was first: then its value counts
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        aside.unlink()
     return value
 
 

@@ -64,6 +64,7 @@ class Session:
     user: str
     role: str
     expires: float
+    tag: str = ""  # from the password hash it was opened with: a new password voids it
 
 
 def _b64(data: bytes) -> str:
@@ -135,54 +136,68 @@ class Access:
     def __init__(self, secrets_dir: Path, *, session_seconds: float = 8 * 3600) -> None:
         self._dir = secrets_dir
         self._key = ensure_secret_file(secrets_dir, KEY_FILE).encode()
+        if len(self._key) < 24:
+            raise BadUser(f"{secrets_dir / KEY_FILE} holds no usable key: delete it and restart")
         self._session_seconds = session_seconds
-        self._failures: dict[str, list[float]] = {}
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._dummy = hash_password(secrets.token_urlsafe(16))
 
     def _sign(self, text: str) -> str:
         return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())
 
-    def login(self, name: str, password: str, *, now: float | None = None) -> Session | None:
+    def _tag(self, user: User) -> str:
+        return self._sign("password:" + user.password_hash)[:16]
+
+    def login(
+        self, name: str, password: str, *, now: float | None = None, client: str = ""
+    ) -> Session | None:
         """A session for the right password; None otherwise (and after 5 failures for one name
-        within 5 minutes, None for every try during the next minute)."""
+        from one client within 5 minutes, None for that client's tries during the next minute:
+        a stranger cannot lock the operator out from elsewhere). An unknown name costs the same
+        hash as a known one."""
         now = time.time() if now is None else now
-        recent = [t for t in self._failures.get(name, []) if now - t < 300]
+        key = (client, name)
+        recent = [t for t in self._failures.get(key, []) if now - t < 300]
         if len(recent) >= 5 and now - recent[-1] < 60:
             return None
         user = load_users(self._dir).get(name)
-        if user is None or not verify_password(password, user.password_hash):
-            self._failures[name] = [*recent, now][-10:]
+        good = verify_password(password, user.password_hash if user else self._dummy)
+        if user is None or not good:
+            if len(self._failures) > 10_000:
+                self._failures.clear()
+            self._failures[key] = [*recent, now][-10:]
             return None
-        self._failures.pop(name, None)
-        return Session(user.name, user.role, now + self._session_seconds)
+        self._failures.pop(key, None)
+        return Session(user.name, user.role, now + self._session_seconds, self._tag(user))
 
     def cookie(self, session: Session) -> str:
-        body = _b64(json.dumps([session.user, session.role, session.expires]).encode())
+        body = _b64(json.dumps([session.user, session.role, session.expires, session.tag]).encode())
         return f"{body}.{self._sign('session:' + body)}"
 
     def session(self, cookie: str | None, *, now: float | None = None) -> Session | None:
         """The session a cookie names, if signed by us, unexpired, and its user still has that
         role."""
-        if not cookie or cookie.count(".") != 1 or len(cookie) > 1000:
+        if not cookie or cookie.count(".") != 1 or len(cookie) > 1000 or not cookie.isascii():
             return None
         body, signature = cookie.split(".")
-        if not hmac.compare_digest(signature, self._sign("session:" + body)):
+        if not hmac.compare_digest(signature.encode(), self._sign("session:" + body).encode()):
             return None
         try:
-            name, role, expires = json.loads(_unb64(body))
+            name, role, expires, tag = json.loads(_unb64(body))
         except (ValueError, TypeError):
             return None
         if (time.time() if now is None else now) > float(expires):
             return None
         user = load_users(self._dir).get(name)
-        if user is None or user.role != role:
-            return None
-        return Session(name, role, float(expires))
+        if user is None or user.role != role or tag != self._tag(user):
+            return None  # gone, demoted, or its password changed since
+        return Session(name, role, float(expires), tag)
 
     def csrf_token(self, browser: str) -> str:
         """The token forms carry, bound to the browser's own random cookie."""
         return self._sign("csrf:" + browser)
 
     def csrf_ok(self, browser: str | None, token: str | None) -> bool:
-        if not browser or not token or len(token) > 200:
+        if not browser or not token or len(token) > 200 or not token.isascii():
             return False
-        return hmac.compare_digest(token, self.csrf_token(browser))
+        return hmac.compare_digest(token.encode(), self.csrf_token(browser).encode())

@@ -5,6 +5,7 @@ guard before any handler runs)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -48,11 +49,11 @@ async def login(request: web.Request) -> web.Response:
     c = ctx(request)
     name = _field(request, "user", limit=40, required=False)
     password = request[FORM_KEY].get("password", "")
-    session = (
-        c.access.login(name, password)
-        if isinstance(password, str) and len(password) < 200
-        else None
-    )
+    session = None
+    if isinstance(password, str) and len(password) < 200:  # scrypt off the event loop
+        session = await asyncio.to_thread(
+            c.access.login, name, password, client=request.remote or ""
+        )
     if session is None:
         log.info("console.login_refused", user=name[:40])
         return render(request, "login.html", status=401, failed=True)

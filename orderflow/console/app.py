@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import jinja2
@@ -47,6 +48,7 @@ def _filters(env: jinja2.Environment) -> None:
     env.filters["hms"] = lambda v: v.strftime("%H:%M:%S.%f")[:-3] if v else ""
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M:%S") if v else ""
     env.filters["clock"] = lambda v: time.strftime("%H:%M:%S", time.localtime(v))
+    env.filters["path"] = lambda v: quote(str(v), safe="")
     env.filters["text"] = lambda v: v.decode(errors="replace") if isinstance(v, bytes) else v
 
 
@@ -84,6 +86,11 @@ def _guard(access: Access, console: ConsoleSettings) -> Any:
         request[pages.BROWSER_KEY] = browser
         request[pages.SESSION_KEY] = access.session(request.cookies.get(SESSION))
         try:
+            if _host_name(request.host) not in console.hosts:
+                raise web.HTTPMisdirectedRequest(
+                    text="this console does not answer to that host name "
+                    "(ORDERFLOW_CONSOLE_HOSTS lists those it does)"
+                )
             if request.method not in ("GET", "HEAD"):
                 await _check_post(request, access, fresh is None)
             elif (
@@ -112,6 +119,13 @@ def _guard(access: Access, console: ConsoleSettings) -> Any:
         return response
 
     return guard
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header, without its port ("[::1]:8088" is "::1")."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 async def _check_post(request: web.Request, access: Access, had_cookie: bool) -> None:

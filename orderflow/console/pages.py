@@ -209,21 +209,36 @@ async def letters(request: web.Request) -> web.Response:
     queue = _text(request, "queue", 200)
     group = _text(request, "group", 400)
     after = _text(request, "after", 200)
-    read_at, found = await c.reads.letters(queue, fresh=request.query.get("fresh") == "1")
+    # a fresh read takes every letter off the queues for a moment: logged-in users only
+    fresh = request.query.get("fresh") == "1" and request[SESSION_KEY] is not None
+    read_at, found = await c.reads.letters(queue, fresh=fresh)
     groups = dlq.groups(found)
     shown: list[dlq.Letter] = []
     next_link = None
     if group is not None:
         error_class, _, type_name = group.partition("|")
         members = dict(groups).get((error_class, type_name), [])
+        # keyed on the last letter shown and its position: if that letter is gone (replayed),
+        # the page goes on from its position, never skipping the rest or looping on an id
+        at = _seconds(request, "at")
         start = 0
         if after is not None:
             ids = [x.id for x in members]
-            start = ids.index(after) + 1 if after in ids else len(members)
+            position = int(at or 0)
+            if position < len(ids) and ids[position] == after:
+                start = position + 1
+            elif after in ids[position:]:
+                start = ids.index(after, position) + 1
+            else:
+                start = min(position, len(members))
         shown = members[start : start + c.console.page_size]
         if start + len(shown) < len(members) and shown:
-            query = {k: v for k, v in request.query.items() if k != "after"}
-            next_link = str(request.rel_url.with_query({**query, "after": shown[-1].id}))
+            query = {k: v for k, v in request.query.items() if k not in ("after", "at")}
+            next_link = str(
+                request.rel_url.with_query(
+                    {**query, "after": shown[-1].id, "at": str(start + len(shown) - 1)}
+                )
+            )
     return render(
         request,
         "letters.html",
@@ -244,7 +259,7 @@ async def letter(request: web.Request) -> web.Response:
     reads = ctx(request).reads
     _, cached = await reads.letters()
     found = [x for x in cached if x.id == letter_id]
-    if not found:  # newer than what was read: read again
+    if not found and request[SESSION_KEY] is not None:  # newer than what was read
         _, fresh = await reads.letters(fresh=True)
         found = [x for x in fresh if x.id == letter_id]
     if not found:

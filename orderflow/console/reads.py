@@ -115,12 +115,14 @@ class Reads:
             return self._amqp
 
     async def close(self) -> None:
-        for pool in self._pools.values():
+        """Close the pools and the broker connection (a request still opening one waits)."""
+        async with self._opening:
+            pools, self._pools = list(self._pools.values()), {}
+            amqp, self._amqp = self._amqp, None
+        for pool in pools:
             await pool.close()
-        self._pools.clear()
-        if self._amqp is not None:
-            await self._amqp.close()
-            self._amqp = None
+        if amqp is not None:
+            await amqp.close()
 
     # -- overview ---------------------------------------------------------------------------
 

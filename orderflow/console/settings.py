@@ -22,6 +22,10 @@ class ConsoleSettings(BaseSettings):
     """Seconds between two refreshes of a page's live parts (overview, stuck sagas)."""
     stuck_after: float = Field(default=60.0, gt=0)
     """A saga in flight for longer than this is listed as stuck, deadline or not."""
+    hosts: list[str] = ["127.0.0.1", "localhost", "::1"]
+    """Host names the console answers to (the ``Host`` header; any other gets 421): a page of
+    another site whose name re-resolves to this address (DNS rebinding) is refused. Add the name
+    people reach it by when it listens elsewhere."""
     anonymous_read: bool = True
     """Pages may be read without logging in (actions never can)."""
     session_hours: float = Field(default=8.0, gt=0, le=24 * 30)

@@ -109,6 +109,8 @@ async def test_pages_guards_and_pagination(system: System) -> None:
             assert response.status == 200, (path, await response.text())
             assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
             assert response.headers["X-Frame-Options"] == "DENY"
+        # another host name (DNS rebinding) is refused before anything is read
+        assert (await client.get("/", headers={"Host": "evil.example:8088"})).status == 421
         order_page = await client.get(f"/orders/{placed[0]}")
         assert order_page.status == 200
         assert "CONFIRMED" in await order_page.text()

@@ -63,8 +63,19 @@ def test_a_session_is_signed_expires_and_follows_the_users_file(tmp_path: Path) 
     assert access.session(forged) is None
     assert access.session(body + "." + signature[:-2] + "AA") is None
     assert access.session(cookie, now=session.expires + 1) is None
-    add_user(tmp_path, "dana", "viewer", PASSWORD)  # demoted: the old session is void
+    assert access.session("é" + cookie) is None  # not ASCII: refused, not an error
+    add_user(tmp_path, "dana", "operator", PASSWORD + "!")  # a new password: old sessions void
     assert access.session(cookie) is None
+    renewed = access.login("dana", PASSWORD + "!")
+    assert renewed is not None and access.session(access.cookie(renewed)) == renewed
+    add_user(tmp_path, "dana", "viewer", PASSWORD + "!")  # demoted: the session is void
+    assert access.session(access.cookie(renewed)) is None
+
+
+def test_an_empty_session_key_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "console_session_key").write_text("")
+    with pytest.raises(BadUser, match="no usable key"):
+        Access(tmp_path)
 
 
 def test_guessing_is_slowed_down(tmp_path: Path) -> None:
@@ -74,6 +85,8 @@ def test_guessing_is_slowed_down(tmp_path: Path) -> None:
     for i in range(5):
         assert access.login("dana", f"guess number {i}", now=now + i) is None
     assert access.login("dana", PASSWORD, now=now + 6) is None  # locked for a minute
+    # ...for that client only: a stranger's guesses do not lock the operator out elsewhere
+    assert access.login("dana", PASSWORD, now=now + 6, client="10.0.0.7") is not None
     assert access.login("dana", PASSWORD, now=now + 70) is not None
 
 
