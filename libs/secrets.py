@@ -20,6 +20,7 @@ __all__ = [
     "ensure_secret_file",
     "read_secret",
     "redact",
+    "url_list",
     "user_of",
     "with_credentials",
     "without_password",
@@ -59,13 +60,18 @@ def ensure_secret_file(secrets_dir: Path, name: str) -> str:
     return value
 
 
-def _each(url: str, change: Callable[[str], str]) -> str:
-    """``change`` applied to every URL of a comma-separated list of whole URLs (a cluster's
-    nodes); a single URL (a libpq multi-host DSN too, whose hosts are not URLs) as one."""
-    parts = url.split(",")
+def url_list(url: str) -> list[str]:
+    """The URLs a setting names: a comma-separated list of whole URLs (a cluster's nodes), or
+    the one URL (a libpq multi-host DSN too, whose hosts are not URLs)."""
+    parts = [p.strip() for p in url.split(",") if p.strip()]
     if len(parts) > 1 and all("://" in p for p in parts):
-        return ",".join(change(p.strip()) for p in parts)
-    return change(url)
+        return parts
+    return [url.strip()]
+
+
+def _each(url: str, change: Callable[[str], str]) -> str:
+    """``change`` applied to every URL of :func:`url_list`, joined again."""
+    return ",".join(change(one) for one in url_list(url))
 
 
 def with_credentials(
@@ -115,4 +121,4 @@ def _redact(url: str) -> str:
 
 def user_of(url: str) -> str | None:
     """The user a URL logs in as (a cluster's list: its first node's; they are the same)."""
-    return urlsplit(url.split(",")[0] if "://" in url.split(",")[-1] else url).username
+    return urlsplit(url_list(url)[0]).username

@@ -26,7 +26,7 @@ from pydantic_settings import (
 
 from libs.errors import ConfigurationError
 from libs.messaging.admin import ManagementApi
-from libs.secrets import read_secret, user_of, with_credentials
+from libs.secrets import read_secret, url_list, user_of, with_credentials
 
 __all__ = [
     "ConsumerSettings",
@@ -239,7 +239,7 @@ class Settings(BaseSettings):
 
     def management_api(self) -> ManagementApi:
         """The management API as configured, defaults taken from ``amqp_url``."""
-        url = urlsplit(self.amqp_url.split(",")[0])
+        url = urlsplit(url_list(self.amqp_url)[0])
         password = self.rabbitmq_admin_password
         return ManagementApi(
             url=self.rabbitmq_api or f"http://{url.hostname or '127.0.0.1'}:15672",
@@ -254,7 +254,7 @@ class Settings(BaseSettings):
         """How many replicas each quorum queue gets (see ``amqp_quorum_size``)."""
         if self.amqp_quorum_size is not None:
             return self.amqp_quorum_size
-        return max(1, min(3, len([u for u in self.amqp_url.split(",") if u.strip()])))
+        return min(3, len(url_list(self.amqp_url)))
 
     def broker_user(self, service: str) -> str:
         return f"{self.amqp_user_prefix}{service}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from libs.pg import Conn, Cursor, tables
+from libs.pg import Conn, Cursor, page_of, tables
 
 __all__ = [
     "check_tables",
@@ -94,9 +94,7 @@ async def page_orders(
         after.id if after else None,
         limit + 1,
     )
-    found = [dict(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return found, (Cursor(found[-1]["created_at"], found[-1]["id"]) if more else None)
+    return page_of([dict(r) for r in rows], limit, lambda r: (r["created_at"], r["id"]))
 
 
 async def order_detail(conn: Conn, order_id: str) -> dict[str, Any] | None:

@@ -32,6 +32,7 @@ from libs.messaging.connection import connect as amqp_connect
 from libs.outbox import store as outbox_store
 from libs.pg.pool import Conn, connection
 from libs.saga.engine import command_id
+from libs.secrets import url_list
 from libs.settings import Settings
 from order_svc import queries as order_queries
 from orderflow import invariants
@@ -236,7 +237,7 @@ async def _look_at_broker(settings: Settings, *, count_unacked: bool) -> BrokerV
         asyncio.create_task(
             unacked_counts(
                 vhost_of(settings.amqp_url),
-                host=urllib.parse.urlsplit(settings.amqp_url.split(",")[0]).hostname or "127.0.0.1",
+                host=urllib.parse.urlsplit(url_list(settings.amqp_url)[0]).hostname or "127.0.0.1",
                 api=settings.management_api(),
             )
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.errors import ConfigurationError, InfrastructureUnavailable, OrderflowError
+from libs.secrets import url_list
 
 
 async def _rabbitmqctl(
@@ -258,15 +259,14 @@ async def delete_vhost(vhost: str, *, api: ManagementApi = LOCAL_API) -> None:
 
 def vhost_of(url: str) -> str:
     """The vhost an AMQP URL names (``/`` when it names none); a cluster's list names one."""
-    path = urllib.parse.urlsplit(url.split(",")[0]).path
+    path = urllib.parse.urlsplit(url_list(url)[0]).path
     return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def with_vhost(url: str, vhost: str) -> str:
     """The URL (every node's, for a cluster's list) naming ``vhost``."""
     return ",".join(
-        urllib.parse.urlsplit(one.strip())._replace(path="/" + _q(vhost)).geturl()
-        for one in url.split(",")
+        urllib.parse.urlsplit(one)._replace(path="/" + _q(vhost)).geturl() for one in url_list(url)
     )
 
 

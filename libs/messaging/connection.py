@@ -23,7 +23,7 @@ from yarl import URL
 
 from libs.errors import ConfigurationError, InfrastructureUnavailable
 from libs.observability.logging import get_logger
-from libs.secrets import redact
+from libs.secrets import redact, url_list
 
 __all__ = ["ClusterConnection", "connect", "nodes_of", "redact"]
 
@@ -32,7 +32,7 @@ log = get_logger(__name__)
 
 def nodes_of(url: str) -> list[str]:
     """The node URLs a (possibly comma-separated) broker URL names."""
-    nodes = [part.strip() for part in url.split(",") if part.strip()]
+    nodes = [node for node in url_list(url) if node]
     for node in nodes:
         if not node.startswith(("amqp://", "amqps://")):
             raise ConfigurationError(

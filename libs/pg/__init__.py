@@ -1,6 +1,6 @@
 """PostgreSQL: pools and connections, migrations, per-key locks, error translation."""
 
-from libs.pg.keyset import Cursor
+from libs.pg.keyset import Cursor, page_of
 from libs.pg.locks import KeyLock
 from libs.pg.migrations import Migration
 from libs.pg.migrations import apply as apply_migrations
@@ -17,5 +17,6 @@ __all__ = [
     "connection",
     "create_pool",
     "load_migrations",
+    "page_of",
     "tables",
 ]

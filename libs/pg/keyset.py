@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
-__all__ = ["Cursor"]
+__all__ = ["Cursor", "page_of"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +32,14 @@ class Cursor:
         if when.tzinfo is None:
             raise ValueError("a page cursor's time carries its time zone")
         return cls(when, ident)
+
+
+def page_of(
+    rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime, str]]
+) -> tuple[list[T], Cursor | None]:
+    """A page from ``limit + 1`` fetched rows: the first ``limit``, and the cursor of the next
+    page when there was one more row (None: this is the last page)."""
+    page = list(rows[:limit])
+    if len(rows) <= limit or not page:
+        return page, None
+    return page, Cursor(*key(page[-1]))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from libs.pg import Conn
-from libs.pg.keyset import Cursor
+from libs.pg.keyset import Cursor, page_of
 from libs.saga.definition import SagaDefinition
 from libs.saga.state import SagaState, Status
 from libs.saga.store import InstanceRow
@@ -54,9 +54,7 @@ async def page_instances(
         after.id if after else None,
         limit + 1,
     )
-    found = [InstanceRow(**dict(r)) for r in rows[:limit]]
-    more = len(rows) > limit
-    return found, (Cursor(found[-1].created_at, found[-1].id) if more and found else None)
+    return page_of([InstanceRow(**dict(r)) for r in rows], limit, lambda r: (r.created_at, r.id))
 
 
 async def stuck_instances(

@@ -26,6 +26,7 @@ from contextlib import AsyncExitStack
 from decimal import Decimal
 from typing import Any
 
+from libs.secrets import url_list
 from libs.settings import Settings
 from orderflow.bench import raw
 from orderflow.bench import relay as relay_bench
@@ -299,7 +300,7 @@ async def cluster_line(
     placed = sum(s["placed"] for s in (*steps, half))
     confirmed = sum(s["confirmed"] for s in (*steps, half))
     return {
-        "nodes": len([u for u in cluster.amqp_url.split(",") if u.strip()]),
+        "nodes": len(url_list(cluster.amqp_url)),
         "max_sustained_per_s": peak,
         "top": top,
         "steps": steps,

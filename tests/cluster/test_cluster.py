@@ -16,7 +16,7 @@ from libs.messaging.admin import LOCAL_API, ManagementApi, with_vhost
 from libs.messaging.connection import ClusterConnection, connect
 from libs.messaging.topology import cluster_arguments
 from libs.testing.infra import temporary_vhost
-from orderflow.chaos.cluster import Node, alive, cluster_nodes
+from orderflow.chaos.cluster import alive, cluster_nodes
 
 from .conftest import cluster
 
@@ -120,4 +120,3 @@ def test_a_cluster_url_names_its_nodes_and_quorum_queues_get_three_replicas() ->
     assert cluster_arguments(1) == {}
     assert cluster_arguments(3)["x-quorum-initial-group-size"] == 3
     assert [n.number for n in cluster_nodes(three.amqp_url)] == [1, 2, 3]
-    assert isinstance(Node(1, "amqp://x"), Node)

@@ -135,9 +135,6 @@ async def test_poisoned_letters_are_grouped_replayed_after_the_fix_and_corrected
         wrong["specversion"] = "0.3"
         wrong_id = await publish_raw(system, json.dumps(wrong).encode())
 
-        async def grouped() -> None:
-            await b.open("/letters")
-
         def groups_seen() -> bool:
             b.driver.refresh()
             return (
@@ -145,7 +142,7 @@ async def test_poisoned_letters_are_grouped_replayed_after_the_fix_and_corrected
                 and b.find('section.group[data-class="UndefinedTableError"] .count').text == "3"
             )
 
-        await grouped()
+        await b.open("/letters")
         await b.until(groups_seen, 30, "three letters grouped under UndefinedTableError")
         assert await b.exists('section.group[data-class="MalformedMessage"]')
         await b.screenshot("dead-letters")
