@@ -47,6 +47,7 @@ T = TypeVar("T")
 SAGA = order_saga.NAME
 EXAMPLES = 3  # rows named in a violation about many
 REASONS_READ = 200  # dead letters read per queue to tell why they died
+STATISTICS_LAG = 5.5  # s: the broker's queue statistics are refreshed every 5 s (its default)
 
 
 async def check(
@@ -233,17 +234,13 @@ class BrokerView:
 async def _look_at_broker(settings: Settings, *, count_unacked: bool) -> BrokerView:
     """Depths of the service and dead-letter queues; dead letters read, not taken."""
     view = BrokerView()
-    unacked = (
-        asyncio.create_task(
-            unacked_counts(
-                vhost_of(settings.amqp_url),
-                host=urllib.parse.urlsplit(url_list(settings.amqp_url)[0]).hostname or "127.0.0.1",
-                api=settings.management_api(),
-            )
-        )
-        if count_unacked
-        else None
+    count = partial(
+        unacked_counts,
+        vhost_of(settings.amqp_url),
+        host=urllib.parse.urlsplit(url_list(settings.amqp_url)[0]).hostname or "127.0.0.1",
+        api=settings.management_api(),
     )
+    unacked = asyncio.create_task(settled_unacked(count)) if count_unacked else None
     try:
         connection = await amqp_connect(settings.amqp_url, name="orderflow-check")
     except OrderflowError as exc:
@@ -272,6 +269,26 @@ async def _look_at_broker(settings: Settings, *, count_unacked: bool) -> BrokerV
         await connection.close()
         view.unacked = await unacked if unacked is not None else None
     return view
+
+
+async def settled_unacked(
+    count: Callable[[], Awaitable[dict[str, int] | None]], *, lag: float = STATISTICS_LAG
+) -> dict[str, int] | None:
+    """Unacked deliveries per queue, as counted twice a statistics refresh apart.
+
+    The broker's count may be up to ``lag`` seconds old, so a delivery acked a moment ago (a
+    late re-send handled just before the check) can still show. A queue is taken as holding
+    messages only when the second count, made after the statistics were refreshed, agrees; a
+    delivery that is really stuck shows both times. Costs ``lag`` only when the first count
+    is not all zeros."""
+    first = await count()
+    if not first or not any(first.values()):
+        return first
+    await asyncio.sleep(lag)
+    second = await count()
+    if second is None:
+        return first
+    return {name: min(held, second.get(name, 0)) for name, held in first.items()}
 
 
 def _judge_broker(
