@@ -1,8 +1,10 @@
 """The outbox relay: publishes committed outbox rows to RabbitMQ, with confirms, in id order.
 
 Wake-ups (LISTEN/NOTIFY is a hint, never the queue itself):
-- in-process: a writer in the same process calls :meth:`OutboxRelay.wake` after its commit; no
-  database round trip at all (:class:`Wakeup` chooses this when the local relay leads);
+- hand-off: a writer in the same process hands the rows it just committed to the leading relay
+  (:meth:`OutboxRelay.hand`), which publishes them without claiming them and marks them in one
+  statement. Only rows that no earlier unpublished row of their aggregate holds back are handed
+  (the writer's insert tells, in the same statement); for the others the relay claims;
 - NOTIFY: writers whose local relay is not the leader send a payload-free ``NOTIFY`` *after*
   commit; the leader LISTENs on a dedicated connection (not pooled);
 - catch-up: on start and after every reconnect the relay drains everything pending;
@@ -14,7 +16,11 @@ publishes, standbys retry every ``standby_interval`` and take over when the lead
 ends (crash, kill, network loss), so per-aggregate order holds.
 
 Each batch: claim rows ``FOR UPDATE SKIP LOCKED`` in one transaction (id order), publish them in
-*waves*, mark the confirmed rows published, commit. A crash between the publish and the commit
+*waves*, mark the confirmed rows published, commit. A handed batch skips the claim: its rows are
+published in waves the same way and the confirmed ones marked in one statement. Handed rows wait
+in the relay's memory only: a crash or a lost lead leaves them pending in the table, where the
+next leader's catch-up claims them; a row that a claim took while it waited is dropped from the
+hand-off, so it is not sent twice. A crash between the publish and the commit
 leaves the rows unmarked: they are published again with the same message id, and consumers'
 inboxes absorb the duplicate. A nacked or unroutable row is retried after a capped, jittered
 exponential delay (:mod:`libs.backoff`, stored in ``available_at``) and is dead after
@@ -99,12 +105,15 @@ class OutboxRelay:
         # transaction mode) and as the benchmark's baseline.
         self._listen = listen
         self._wake = asyncio.Event()
+        self._claim_due = True  # catch up on start: claim whatever is pending
+        self._handed: deque[OutboxRow] = deque()
         self._stopping = asyncio.Event()
         self._lost_leadership = asyncio.Event()
         self._leader = False
         self._retries: list[float] = []  # heap: monotonic times nacked rows of this leader are due
         self.published = 0
         self.batches = 0
+        self.claims = 0  # claim queries run (rows handed over by writers need none)
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -112,8 +121,18 @@ class OutboxRelay:
         return self._leader
 
     def wake(self) -> None:
-        """Ask for a drain now (called in-process after a commit that wrote outbox rows)."""
+        """Ask for a claiming drain now (rows committed that were not handed over)."""
+        self._claim_due = True
         self._wake.set()
+
+    def hand(self, rows: Sequence[OutboxRow]) -> bool:
+        """Publish these just-committed rows (oldest first) without claiming them; False when
+        this relay does not lead (the rows are left to the leader's claim)."""
+        if not self._leader:
+            return False
+        self._handed.extend(rows)
+        self._wake.set()
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -163,6 +182,7 @@ class OutboxRelay:
             await self._lead(worker)
         finally:
             self._leader = False
+            self._handed.clear()  # pending in the table: the next leader claims them
             METRICS.gauges.set(LEADER, 0, {RELAY: self.name})
             for conn in (worker, listener):
                 if conn is not None and not conn.is_closed():
@@ -184,31 +204,42 @@ class OutboxRelay:
         # The advisory lock died with the session: stop publishing now, another relay may lead.
         self._lost_leadership.set()
         self._leader = False
+        self._handed.clear()
         METRICS.gauges.set(LEADER, 0, {RELAY: self.name})
         self._wake.set()
 
     def _on_notify(self, *_: Any) -> None:
-        self._wake.set()
+        self.wake()
 
     # -- the loop -------------------------------------------------------------------------------
     async def _lead(self, worker: Conn) -> None:
         unknown_streak = 0
+        self._claim_due = True  # catch-up: whatever is pending from before
         while not self._stopping.is_set() and not self._lost_leadership.is_set():
             # Clear before draining: a wake-up that arrives during the drain triggers another.
             self._wake.clear()
             while self._retries and self._retries[0] <= time.monotonic():
                 heapq.heappop(self._retries)  # due: this drain claims the retried rows again
-            unanswered = await self._drain(worker)
+                self._claim_due = True
+            unanswered = await self._publish_handed(worker)
+            if not unanswered and self._claim_due:
+                self._claim_due = False
+                unanswered = await self._drain(worker)
             if unanswered:
+                self._claim_due = True  # what got no answer is pending: claim it next time
                 unknown_streak += 1
                 await self._sleep(self._backoff(unknown_streak))
                 continue
             unknown_streak = 0
+            if self._handed:
+                continue
             timeout = self._settings.sweep_interval
             if self._retries:  # a nacked row is due before the sweep
                 timeout = min(timeout, max(0.0, self._retries[0] - time.monotonic()) + 0.01)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                self._claim_due = True  # the safety sweep
 
     def _backoff(self, attempt: int) -> float:
         return backoff.delay(
@@ -221,43 +252,65 @@ class OutboxRelay:
         while not self._lost_leadership.is_set():
             async with worker.transaction():
                 rows = await store.claim(worker, limit=self._settings.batch_size)
+                self.claims += 1
                 if not rows:
                     return 0
-                outcomes = await self._publish(rows)
-                self._faults.point("relay.after_publish")
-                confirmed = [r.id for r in rows if r.id in outcomes and outcomes[r.id] is None]
-                failed = [
-                    (r.id, f"{type(o).__name__}: {o}", self._backoff(r.attempts + 1))
-                    for r in rows
-                    if (o := outcomes.get(r.id)) is not None and not isinstance(o, ConfirmUnknown)
-                ]
-                unanswered = sum(isinstance(o, ConfirmUnknown) for o in outcomes.values())
-                held_back = len(rows) - len(outcomes)
-                await store.mark_published(worker, confirmed)
-                dead = await store.mark_failed(
-                    worker, failed, max_attempts=self._settings.max_attempts
-                )
-            self.published += len(confirmed)
-            self.batches += 1
-            self._measure(rows, confirmed, sent=len(outcomes))
-            now = time.monotonic()
-            for delay in {delay for _, _, delay in failed}:
-                heapq.heappush(self._retries, now + delay)
-            if failed or unanswered:
-                log.warning(
-                    "relay.publish_failed",
-                    relay=self.name,
-                    failed=len(failed),
-                    unanswered=unanswered,
-                    held_back=held_back,
-                    dead=dead,
-                    first_error=(failed[0][1] if failed else None),
-                )
+                if self._handed:  # claimed here: not to be sent again from the hand-off
+                    claimed = {r.id for r in rows}
+                    self._handed = deque(r for r in self._handed if r.id not in claimed)
+                unanswered = await self._send(worker, rows)
             if unanswered:
                 return unanswered
             if len(rows) < self._settings.batch_size:
                 return 0
         return 0
+
+    async def _publish_handed(self, worker: Conn) -> int:
+        """Publish the rows writers handed over, oldest first, each batch marked in one
+        statement (no claim, no transaction); returns how many rows got no answer."""
+        while self._handed and not self._lost_leadership.is_set():
+            size = min(len(self._handed), self._settings.batch_size)
+            rows = [self._handed.popleft() for _ in range(size)]
+            unanswered = await self._send(worker, rows)
+            if unanswered:
+                self._handed.clear()  # left pending in the table: the next claim takes them
+                return unanswered
+        return 0
+
+    async def _send(self, worker: Conn, rows: Sequence[OutboxRow]) -> int:
+        """Publish ``rows`` in waves and record each outcome on ``worker`` (in the caller's
+        transaction, if any); returns how many got no answer."""
+        outcomes = await self._publish(rows)
+        self._faults.point("relay.after_publish")
+        confirmed = [r.id for r in rows if r.id in outcomes and outcomes[r.id] is None]
+        failed = [
+            (r.id, f"{type(o).__name__}: {o}", self._backoff(r.attempts + 1))
+            for r in rows
+            if (o := outcomes.get(r.id)) is not None and not isinstance(o, ConfirmUnknown)
+        ]
+        unanswered = sum(isinstance(o, ConfirmUnknown) for o in outcomes.values())
+        held_back = len(rows) - len(outcomes)
+        await store.mark_published(worker, confirmed)
+        dead = await store.mark_failed(worker, failed, max_attempts=self._settings.max_attempts)
+        self.published += len(confirmed)
+        self.batches += 1
+        self._measure(rows, confirmed, sent=len(outcomes))
+        now = time.monotonic()
+        for delay in {delay for _, _, delay in failed}:
+            heapq.heappush(self._retries, now + delay)
+        if held_back and not failed and not unanswered:
+            self._claim_due = True  # defensive: nothing should be held back without a failure
+        if failed or unanswered:
+            log.warning(
+                "relay.publish_failed",
+                relay=self.name,
+                failed=len(failed),
+                unanswered=unanswered,
+                held_back=held_back,
+                dead=dead,
+                first_error=(failed[0][1] if failed else None),
+            )
+        return unanswered
 
     def _measure(self, rows: Sequence[OutboxRow], confirmed: list[int], sent: int) -> None:
         """A drained batch's metrics: its size, the publishes sent, the rows confirmed, each
@@ -357,9 +410,14 @@ class Wakeup:
     def __init__(self, relay: OutboxRelay | None) -> None:
         self._relay = relay
 
-    async def after_commit(self, conn: Conn) -> None:
+    async def after_commit(
+        self, conn: Conn, handed: Sequence[OutboxRow] = (), *, held_back: bool = True
+    ) -> None:
+        """``handed``: committed rows the writer may hand over (no earlier row of their
+        aggregate was pending); ``held_back``: some committed rows were not among them."""
         if self._relay is not None and self._relay.is_leader:
-            self._relay.wake()
+            if not handed or not self._relay.hand(handed) or held_back:
+                self._relay.wake()
             return
         # Payload-free and outside the writer's transaction: it takes no commit-time lock.
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)

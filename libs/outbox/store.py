@@ -64,9 +64,16 @@ class DeadRow:
 
 @dataclass(slots=True)
 class OutboxWriter:
-    """Collects outgoing messages during one transaction and writes them in one statement."""
+    """Collects outgoing messages during one transaction and writes them in one statement.
+
+    After :meth:`flush`, ``flushed`` holds the rows written (with their ids) that no earlier
+    pending row of their aggregate holds back, ready to be handed to the in-process relay once
+    the transaction commits; ``held_back`` says whether some row was left to the relay's claim
+    (an earlier row of its aggregate was still unpublished when it was written)."""
 
     pending: list[tuple[Any, ...]] = field(default_factory=list)
+    flushed: list[OutboxRow] = field(default_factory=list)
+    held_back: bool = False
 
     def add(
         self,
@@ -101,16 +108,55 @@ class OutboxWriter:
         if not self.pending:
             return 0
         columns = list(zip(*self.pending, strict=True))
-        await conn.execute(
-            """INSERT INTO outbox (message_id, message_type, aggregate_type, aggregate_id,
-                                   exchange, routing_key, payload, headers)
-               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
-                                    $5::text[], $6::text[], $7::bytea[], $8::jsonb[])""",
-            *columns,
-        )
-        written = len(self.pending)
+        # One statement: the insert, and for each new row whether an earlier row of its
+        # aggregate is still unpublished (the outer query does not see the rows being inserted)
+        written = await conn.fetch(_INSERT, *columns)
+        self.flushed.clear()
+        self.held_back = False
+        for record, row in zip(written, self.pending, strict=True):
+            if record["message_id"] != str(row[0]).lower():
+                # RETURNING gave the rows in another order: let the relay claim them all
+                self.flushed.clear()
+                self.held_back = True
+                break
+            if record["held"]:
+                self.held_back = True
+                continue
+            (_, message_type, aggregate_type, aggregate_id, exchange, key, payload,
+             headers) = row  # fmt: skip
+            self.flushed.append(
+                OutboxRow(
+                    id=record["id"],
+                    message_id=record["message_id"],
+                    message_type=message_type,
+                    aggregate_type=aggregate_type,
+                    aggregate_id=aggregate_id,
+                    exchange=exchange,
+                    routing_key=key,
+                    payload=payload,
+                    headers=headers,
+                    created_at=record["created_at"],
+                    attempts=0,
+                )
+            )
+        count = len(self.pending)
         self.pending.clear()
-        return written
+        return count
+
+
+_INSERT = """
+WITH new AS (
+    INSERT INTO outbox (message_id, message_type, aggregate_type, aggregate_id,
+                        exchange, routing_key, payload, headers)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                         $5::text[], $6::text[], $7::bytea[], $8::jsonb[])
+    RETURNING id, message_id, aggregate_type, aggregate_id, created_at)
+SELECT n.id, n.message_id::text AS message_id, n.created_at,
+       EXISTS (SELECT 1 FROM outbox h
+                WHERE h.aggregate_type = n.aggregate_type AND h.aggregate_id = n.aggregate_id
+                  AND h.published_at IS NULL AND h.dead_at IS NULL AND h.id < n.id) AS held
+  FROM new n ORDER BY n.id
+"""
 
 
 _CLAIM = """

@@ -9,9 +9,9 @@ saga and its deadline timer, operator actions, benchmarks and tests::
     # committed: the messages are outbox rows of the same transaction, and the relay was woken
 
 An exception inside rolls the transaction back and sends nothing. The outbox rows are written in
-one statement just before the commit; after it, ``wakeup`` tells the relay (in-process when this
-process holds the relay's lead, else a payload-free NOTIFY outside the transaction, which takes
-no commit-time lock). ``wake=False`` leaves the rows to the relay's sweep.
+one statement just before the commit; after it, ``wakeup`` hands them to the relay when this
+process holds the relay's lead (it publishes them without claiming them), else sends a
+payload-free NOTIFY outside the transaction, which takes no commit-time lock. ``wake=False`` leaves the rows to the relay's sweep.
 """
 
 from __future__ import annotations
@@ -57,4 +57,4 @@ async def unit_of_work(
         except Exception:  # committed is committed: a failing callback must not look like a
             log.exception("unit_of_work.callback_failed")  # failed transaction to a retry
     if uow.written and wake:
-        await (wakeup or Wakeup(None)).after_commit(conn)
+        await (wakeup or Wakeup(None)).after_commit(conn, uow.flushed, held_back=uow.held_back)

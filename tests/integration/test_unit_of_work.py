@@ -85,7 +85,7 @@ async def test_the_relay_is_woken_after_the_commit_not_inside_the_transaction(pg
     seen: list[bool] = []
 
     class Recording(Wakeup):
-        async def after_commit(self, conn: object) -> None:
+        async def after_commit(self, conn: object, *_: object, **__: object) -> None:
             seen.append(conn.is_in_transaction())  # type: ignore[attr-defined]
 
     async with connection(pg_dsn) as conn:
