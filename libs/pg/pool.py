@@ -23,12 +23,21 @@ async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """What a connection goes back to the pool with: an open transaction is rolled back (asyncpg
+    does that before calling this), and nothing else is sent. The default would send
+    ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release, one more
+    round trip per unit of work. So session state must not be left on a pooled connection:
+    transaction-scoped locks (``pg_advisory_xact_lock``) and settings (``SET LOCAL``) only;
+    LISTEN and session locks belong on a connection of their own (as the relay's listener)."""
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 8, name: str | None = None
 ) -> asyncpg.Pool[Any]:
-    """A pool whose connections decode json/jsonb to Python objects; with a ``name``, and
-    metrics on, each statement its connections send counts as a round trip of that pool
-    (``orderflow.db.client.operations``)."""
+    """A pool whose connections decode json/jsonb to Python objects and are not reset on
+    release (see :func:`_keep_session`); with a ``name``, and metrics on, each statement its
+    connections send counts as a round trip of that pool (``orderflow.db.client.operations``)."""
     counted = {"orderflow.pool": name} if name and metrics_enabled() else None
 
     async def init(conn: asyncpg.Connection[Any]) -> None:
@@ -36,7 +45,9 @@ async def create_pool(
         if counted is not None:
             conn.add_query_logger(lambda _query: METRICS.db_operations.add(1, counted))
 
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=init, reset=_keep_session
+    )
     assert pool is not None
     return pool
 

@@ -93,3 +93,24 @@ async def test_the_relay_is_woken_after_the_commit_not_inside_the_transaction(pg
             envelope = REGISTRY.envelope(Noted(key="e", seq=1), source="/test")
             uow.add(envelope, exchange="test.events", aggregate_type="note", aggregate_id="e")
         assert seen == [False]
+
+
+async def test_a_pooled_connection_goes_back_without_a_reset_round_trip_and_rolled_back(
+    pg_dsn: str,
+) -> None:
+    from libs.pg.pool import create_pool
+
+    sent: list[str] = []
+    pool = await create_pool(pg_dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
+            await conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (n int)")
+            # left open on purpose: the release must still roll it back
+            await conn.execute("BEGIN; INSERT INTO seen VALUES (1)")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM seen") == 0
+        resets = [q for q in sent if "unlock_all" in q or "RESET ALL" in q]
+        assert resets == [], sent  # asyncpg's default sends one on every release
+    finally:
+        await pool.close()
