@@ -8,7 +8,8 @@ Wake-ups (LISTEN/NOTIFY is a hint, never the queue itself):
 - NOTIFY: writers whose local relay is not the leader send a payload-free ``NOTIFY`` *after*
   commit; the leader LISTENs on a dedicated connection (not pooled);
 - catch-up: on start and after every reconnect the relay drains everything pending;
-- safety sweep: every ``sweep_interval`` seconds (default 5), whatever happened.
+- safety sweep: a claim at least every ``sweep_interval`` seconds (default 5), however busy
+  the hand-off keeps the relay (one handed batch and a due claim alternate).
 ``docs/benchmarks.md`` records why NOTIFY is sent after commit rather than from a trigger.
 
 Leadership: the listener connection holds ``pg_try_advisory_lock``; one relay per database
@@ -19,8 +20,11 @@ Each batch: claim rows ``FOR UPDATE SKIP LOCKED`` in one transaction (id order),
 *waves*, mark the confirmed rows published, commit. A handed batch skips the claim: its rows are
 published in waves the same way and the confirmed ones marked in one statement. Handed rows wait
 in the relay's memory only: a crash or a lost lead leaves them pending in the table, where the
-next leader's catch-up claims them; a row that a claim took while it waited is dropped from the
-hand-off, so it is not sent twice. A crash between the publish and the commit
+next leader's catch-up claims them. A claim drops the rows it took from the hand-off and the
+relay refuses them if a slow writer hands them over later, so a claimed row is not sent a
+second time from the hand-off. The hand-off holds at most ``HANDED_MAX`` batches and is refused
+while the relay backs off after a publish got no answer: then rows wait in the table, for a
+claim. A crash between the publish and the commit
 leaves the rows unmarked: they are published again with the same message id, and consumers'
 inboxes absorb the duplicate. A nacked or unroutable row is retried after a capped, jittered
 exponential delay (:mod:`libs.backoff`, stored in ``available_at``) and is dead after
@@ -42,7 +46,10 @@ returned or unanswered sends nothing more in this batch: its later rows stay unm
 ends the batch (the broker is probably gone; waiting out more confirm timeouts would not help).
 Across batches the same holds: ``store.claim`` takes rows in id order and holds back the rows
 behind a row that waits for its retry, so an earlier row of the aggregate is published, dead, or
-in the same batch (hence in an earlier wave). "Earlier" is id order among committed rows; writers
+in the same batch (hence in an earlier wave). Handed rows keep it too: a row is handed over only
+if its insert saw no earlier unpublished row of its aggregate (rows inserted together are handed
+in id order), and once a row of an aggregate fails, gets no answer or is held back, whatever of
+that aggregate is still in the hand-off is dropped from it and left to the claim. "Earlier" is id order among committed rows; writers
 of one aggregate serialise on it (the services' per-order locks), so ids follow their commits.
 """
 
@@ -81,6 +88,9 @@ RELAY = "orderflow.relay"
 LEADER = "orderflow.relay.leader"
 _PUBLISH = {"orderflow.operation": "publish"}
 JITTER = 0.5
+HANDED_MAX = 4
+"""Batches of handed-over rows a relay holds in memory at most; past that, writers' rows are
+claimed from the table."""
 """Relay delays use equal jitter (at least half the exponential ceiling): they still grow, so
 ``max_attempts`` keeps meaning a span of time, while replicas and rows do not retry in step."""
 
@@ -106,7 +116,12 @@ class OutboxRelay:
         self._listen = listen
         self._wake = asyncio.Event()
         self._claim_due = True  # catch up on start: claim whatever is pending
+        self._last_claim = 0.0  # monotonic time of the last claiming drain
         self._handed: deque[OutboxRow] = deque()
+        self._accepting = False  # hand-offs taken: leading, and not backing off
+        # ids a claim took lately: a writer slow to hand them over must not send them again
+        self._claimed: deque[int] = deque(maxlen=4 * self._settings.batch_size)
+        self._claimed_set: set[int] = set()
         self._stopping = asyncio.Event()
         self._lost_leadership = asyncio.Event()
         self._leader = False
@@ -126,11 +141,13 @@ class OutboxRelay:
         self._wake.set()
 
     def hand(self, rows: Sequence[OutboxRow]) -> bool:
-        """Publish these just-committed rows (oldest first) without claiming them; False when
-        this relay does not lead (the rows are left to the leader's claim)."""
-        if not self._leader:
+        """Publish these just-committed rows (oldest first) without claiming them. False, and
+        the rows are left to a claim, when this relay does not lead, is backing off after a
+        publish got no answer, or already holds ``HANDED_MAX`` batches' worth of rows (the
+        backlog then waits in the table, not in memory)."""
+        if not self._accepting or len(self._handed) >= HANDED_MAX * self._settings.batch_size:
             return False
-        self._handed.extend(rows)
+        self._handed.extend(r for r in rows if r.id not in self._claimed_set)
         self._wake.set()
         return True
 
@@ -177,11 +194,13 @@ class OutboxRelay:
                 await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             worker = await connect(self._dsn, application_name=f"orderflow-relay:{self.name}")
             self._leader = True
+            self._accepting = True
             METRICS.gauges.set(LEADER, 1, {RELAY: self.name})
             log.info("relay.leader", relay=self.name)
             await self._lead(worker)
         finally:
             self._leader = False
+            self._accepting = False
             self._handed.clear()  # pending in the table: the next leader claims them
             METRICS.gauges.set(LEADER, 0, {RELAY: self.name})
             for conn in (worker, listener):
@@ -204,6 +223,7 @@ class OutboxRelay:
         # The advisory lock died with the session: stop publishing now, another relay may lead.
         self._lost_leadership.set()
         self._leader = False
+        self._accepting = False
         self._handed.clear()
         METRICS.gauges.set(LEADER, 0, {RELAY: self.name})
         self._wake.set()
@@ -218,28 +238,34 @@ class OutboxRelay:
         while not self._stopping.is_set() and not self._lost_leadership.is_set():
             # Clear before draining: a wake-up that arrives during the drain triggers another.
             self._wake.clear()
-            while self._retries and self._retries[0] <= time.monotonic():
+            now = time.monotonic()
+            while self._retries and self._retries[0] <= now:
                 heapq.heappop(self._retries)  # due: this drain claims the retried rows again
                 self._claim_due = True
+            if now - self._last_claim >= self._settings.sweep_interval:
+                self._claim_due = True  # the safety sweep, however busy the hand-off keeps us
+            # one handed batch, then a claim if one is due: neither can starve the other
             unanswered = await self._publish_handed(worker)
             if not unanswered and self._claim_due:
                 self._claim_due = False
+                self._last_claim = time.monotonic()
                 unanswered = await self._drain(worker)
             if unanswered:
                 self._claim_due = True  # what got no answer is pending: claim it next time
+                self._accepting = False  # meanwhile writers' rows wait in the table
+                self._handed.clear()
                 unknown_streak += 1
                 await self._sleep(self._backoff(unknown_streak))
+                self._accepting = self._leader
                 continue
             unknown_streak = 0
             if self._handed:
                 continue
-            timeout = self._settings.sweep_interval
+            timeout = max(0.0, self._last_claim + self._settings.sweep_interval - time.monotonic())
             if self._retries:  # a nacked row is due before the sweep
                 timeout = min(timeout, max(0.0, self._retries[0] - time.monotonic()) + 0.01)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                self._claim_due = True  # the safety sweep
 
     def _backoff(self, attempt: int) -> float:
         return backoff.delay(
@@ -255,9 +281,7 @@ class OutboxRelay:
                 self.claims += 1
                 if not rows:
                     return 0
-                if self._handed:  # claimed here: not to be sent again from the hand-off
-                    claimed = {r.id for r in rows}
-                    self._handed = deque(r for r in self._handed if r.id not in claimed)
+                self._remember_claimed(rows)
                 unanswered = await self._send(worker, rows)
             if unanswered:
                 return unanswered
@@ -265,21 +289,34 @@ class OutboxRelay:
                 return 0
         return 0
 
+    def _remember_claimed(self, rows: Sequence[OutboxRow]) -> None:
+        """A claim took ``rows``: drop them from the hand-off, and refuse them if a writer
+        hands them over later (it committed before the claim, but resumed after it)."""
+        for row in rows:
+            if len(self._claimed) == self._claimed.maxlen:
+                self._claimed_set.discard(self._claimed[0])
+            self._claimed.append(row.id)
+            self._claimed_set.add(row.id)
+        if self._handed:
+            self._handed = deque(r for r in self._handed if r.id not in self._claimed_set)
+
     async def _publish_handed(self, worker: Conn) -> int:
-        """Publish the rows writers handed over, oldest first, each batch marked in one
+        """Publish one batch of the rows writers handed over, oldest first, marked in one
         statement (no claim, no transaction); returns how many rows got no answer."""
-        while self._handed and not self._lost_leadership.is_set():
-            size = min(len(self._handed), self._settings.batch_size)
-            rows = [self._handed.popleft() for _ in range(size)]
-            unanswered = await self._send(worker, rows)
-            if unanswered:
-                self._handed.clear()  # left pending in the table: the next claim takes them
-                return unanswered
-        return 0
+        if not self._handed or self._lost_leadership.is_set() or self._stopping.is_set():
+            return 0
+        size = min(len(self._handed), self._settings.batch_size)
+        rows = [self._handed.popleft() for _ in range(size)]
+        return await self._send(worker, rows)
 
     async def _send(self, worker: Conn, rows: Sequence[OutboxRow]) -> int:
         """Publish ``rows`` in waves and record each outcome on ``worker`` (in the caller's
-        transaction, if any); returns how many got no answer."""
+        transaction, if any); returns how many got no answer.
+
+        An aggregate whose row failed, got no answer or was held back sends nothing more from
+        the hand-off either: its handed rows are dropped (they are pending in the table, where
+        the claim holds them behind that row) and a claim is due. Without this, a later row of
+        the aggregate in the next handed batch would overtake the failed one."""
         outcomes = await self._publish(rows)
         self._faults.point("relay.after_publish")
         confirmed = [r.id for r in rows if r.id in outcomes and outcomes[r.id] is None]
@@ -298,8 +335,17 @@ class OutboxRelay:
         now = time.monotonic()
         for delay in {delay for _, _, delay in failed}:
             heapq.heappush(self._retries, now + delay)
-        if held_back and not failed and not unanswered:
-            self._claim_due = True  # defensive: nothing should be held back without a failure
+        stalled = {
+            (r.aggregate_type, r.aggregate_id)
+            for r in rows
+            if r.id not in outcomes or outcomes[r.id] is not None
+        }
+        if stalled:
+            self._claim_due = True
+            if self._handed:
+                self._handed = deque(
+                    r for r in self._handed if (r.aggregate_type, r.aggregate_id) not in stalled
+                )
         if failed or unanswered:
             log.warning(
                 "relay.publish_failed",

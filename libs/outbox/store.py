@@ -111,12 +111,11 @@ class OutboxWriter:
         # One statement: the insert, and for each new row whether an earlier row of its
         # aggregate is still unpublished (the outer query does not see the rows being inserted)
         written = await conn.fetch(_INSERT, *columns)
-        self.flushed.clear()
-        self.held_back = False
+        ready: list[OutboxRow] = []
         for record, row in zip(written, self.pending, strict=True):
             if record["message_id"] != str(row[0]).lower():
                 # RETURNING gave the rows in another order: let the relay claim them all
-                self.flushed.clear()
+                ready.clear()
                 self.held_back = True
                 break
             if record["held"]:
@@ -124,7 +123,7 @@ class OutboxWriter:
                 continue
             (_, message_type, aggregate_type, aggregate_id, exchange, key, payload,
              headers) = row  # fmt: skip
-            self.flushed.append(
+            ready.append(
                 OutboxRow(
                     id=record["id"],
                     message_id=record["message_id"],
@@ -139,6 +138,7 @@ class OutboxWriter:
                     attempts=0,
                 )
             )
+        self.flushed += ready
         count = len(self.pending)
         self.pending.clear()
         return count

@@ -6,12 +6,13 @@ saga and its deadline timer, operator actions, benchmarks and tests::
     async with unit_of_work(conn, wakeup) as uow:
         ...                                   # reads and writes on uow.conn
         uow.add(envelope, exchange="order.events", aggregate_type="order", aggregate_id=oid)
-    # committed: the messages are outbox rows of the same transaction, and the relay was woken
+    # committed: the messages are outbox rows of the same transaction, handed to the relay
 
 An exception inside rolls the transaction back and sends nothing. The outbox rows are written in
 one statement just before the commit; after it, ``wakeup`` hands them to the relay when this
 process holds the relay's lead (it publishes them without claiming them), else sends a
-payload-free NOTIFY outside the transaction, which takes no commit-time lock. ``wake=False`` leaves the rows to the relay's sweep.
+payload-free NOTIFY outside the transaction, which takes no commit-time lock. ``wake=False``
+leaves the rows to the relay's sweep.
 """
 
 from __future__ import annotations

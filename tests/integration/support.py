@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from libs.errors import ConfirmUnknown, PublishError, PublishNacked
 from libs.faults import NO_FAULTS, Faults
 from libs.messages.registry import Command, Event, MessageRegistry
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.consumer import DeadLetterPublisher, QueueConsumer
-from libs.messaging.publisher import Publisher
+from libs.messaging.publisher import Outgoing, Publisher
 from libs.messaging.topology import Binding, QueueSpec, Topology, declare
 from libs.outbox.relay import OutboxRelay, Wakeup
 from libs.outbox.unit_of_work import unit_of_work
@@ -227,3 +228,37 @@ async def start_batches(
     )
     await consumer.start()
     return consumer
+
+
+@dataclass
+class FlakyPublisher:
+    """The real publisher, but ``victim`` fails the first time it is published (``mode``)."""
+
+    real: Publisher
+    victim: str
+    mode: str  # "drop-nack" | "send-nack" | "send-unknown"
+    waves: list[list[str]] = field(default_factory=list)
+    failed_once: bool = False
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> list[PublishError | None]:
+        self.waves.append([m.message_id for m in messages])
+        hit = not self.failed_once and any(m.message_id == self.victim for m in messages)
+        if not hit:
+            return await self.real.publish_many(messages)
+        self.failed_once = True
+        send = [m for m in messages if m.message_id != self.victim or self.mode != "drop-nack"]
+        sent = dict(
+            zip([m.message_id for m in send], await self.real.publish_many(send), strict=True)
+        )
+        outcomes: list[PublishError | None] = []
+        for m in messages:
+            if m.message_id != self.victim:
+                outcomes.append(sent[m.message_id])
+            elif self.mode == "send-unknown":
+                outcomes.append(ConfirmUnknown("no confirm: injected by the test"))
+            else:
+                outcomes.append(PublishNacked("nacked by the broker: injected by the test"))
+        return outcomes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)

@@ -19,7 +19,8 @@ import pytest
 from libs.errors import PublishError
 from libs.messaging.publisher import Outgoing, Publisher
 from libs.outbox import store
-from libs.outbox.relay import OutboxRelay, Wakeup
+from libs.outbox.relay import HANDED_MAX, OutboxRelay, Wakeup
+from libs.outbox.store import OutboxWriter
 from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.pool import Conn, connect
 
@@ -27,6 +28,7 @@ from .support import (
     FAST_RELAY,
     REGISTRY,
     WATCH,
+    FlakyPublisher,
     Noted,
     collect,
     running_relay,
@@ -150,3 +152,93 @@ async def test_a_handed_row_that_a_claim_took_meanwhile_is_not_sent_again(
         assert sorted(meddling.sent) == sorted(backlog + meddling.handed)  # c sent once
         await conn.close()
         await other.close()
+
+
+async def test_two_rows_of_one_aggregate_handed_together_keep_their_order_when_the_first_fails(
+    amqp_url: str, pg_dsn: str
+) -> None:
+    """One transaction writes x0 and x1: neither is held back (they are inserted together), so
+    both are handed over; batches of one put them in two batches. x0 is nacked once: x1 must
+    wait for x0's retry, not go out in the next handed batch."""
+    async with stack(amqp_url, pg_dsn) as s:
+        conn = await connect(pg_dsn)
+        flaky = FlakyPublisher(s.publisher, victim="", mode="drop-nack")
+        s.publisher = flaky  # type: ignore[assignment]
+        settings = FAST_RELAY.model_copy(update={"batch_size": 1, "retry_base": 0.2})
+        async with running_relay(s, pg_dsn, settings=settings) as relay:
+            await idle_leader(relay)
+            writer_ids: list[str] = []
+            async with unit_of_work(conn, Wakeup(relay)) as uow:
+                for seq in (0, 1):
+                    envelope = REGISTRY.envelope(Noted(key="x", seq=seq), source="/t", subject="x")
+                    uow.add(
+                        envelope, exchange="test.events", aggregate_type="note", aggregate_id="x"
+                    )
+                    writer_ids.append(envelope.id)
+                flaky.victim = writer_ids[0]
+            assert len(uow.flushed) == 2  # both handed over
+            got = await collect(s.connection, WATCH, count=2, timeout=5)
+        assert [m.message_id for m in got] == writer_ids
+        await conn.close()
+
+
+async def test_the_safety_sweep_runs_while_hand_offs_keep_the_relay_busy(
+    amqp_url: str, pg_dsn: str
+) -> None:
+    """A row nobody woke the relay for (committed without a wake-up) is claimed by the sweep
+    even though rows are handed over more often than the sweep interval."""
+    async with stack(amqp_url, pg_dsn) as s:
+        conn = await connect(pg_dsn)
+        settings = FAST_RELAY.model_copy(update={"sweep_interval": 0.5})
+        async with running_relay(s, pg_dsn, settings=settings) as relay:
+            await idle_leader(relay)
+            [forgotten] = await write_events(conn, [Noted(key="f", seq=0)], notify=False)
+            seen: list[str] = []
+            for i in range(25):  # 2.5 s of hand-offs, one every 0.1 s
+                await commit(conn, relay, Noted(key=f"busy{i}", seq=0))
+                seen += [
+                    m.message_id for m in await collect(s.connection, WATCH, count=1, timeout=0.1)
+                ]
+            seen += [
+                m.message_id for m in await collect(s.connection, WATCH, count=30, timeout=0.5)
+            ]
+        assert forgotten in seen
+        await conn.close()
+
+
+async def test_a_row_handed_over_after_a_claim_sent_it_is_not_sent_again(
+    amqp_url: str, pg_dsn: str
+) -> None:
+    """A writer that committed before a claim but resumed after it hands over a row already
+    published: the relay remembers what it claimed and drops it."""
+    async with stack(amqp_url, pg_dsn) as s:
+        conn = await connect(pg_dsn)
+        async with running_relay(s, pg_dsn) as relay:
+            await idle_leader(relay)
+            writer = OutboxWriter()
+            async with conn.transaction():
+                envelope = REGISTRY.envelope(Noted(key="s", seq=0), source="/t", subject="s")
+                writer.add(
+                    envelope, exchange="test.events", aggregate_type="note", aggregate_id="s"
+                )
+                await writer.flush(conn)
+            relay.wake()  # a claim takes it before the writer gets round to handing it over
+            first = await collect(s.connection, WATCH, count=1, timeout=3)
+            assert [m.message_id for m in first] == [envelope.id]
+            assert relay.hand(writer.flushed)
+            again = await collect(s.connection, WATCH, count=1, timeout=0.5)
+        assert again == []
+        await conn.close()
+
+
+def test_the_hand_off_is_refused_when_not_leading_or_full() -> None:
+    relay = OutboxRelay(name="t", dsn="postgresql://unused", publisher=None)  # type: ignore[arg-type]
+    row = store.OutboxRow(
+        id=1, message_id="m", message_type="t", aggregate_type="a", aggregate_id="1",
+        exchange="e", routing_key="k", payload=b"", headers={}, created_at=None, attempts=0,
+    )  # type: ignore[arg-type]  # fmt: skip
+    assert not relay.hand([row])  # not leading: the rows are left to the leader's claim
+    relay._accepting = True
+    full = HANDED_MAX * relay._settings.batch_size
+    assert relay.hand([row] * full)
+    assert not relay.hand([row])  # holding that many already: the backlog stays in the table

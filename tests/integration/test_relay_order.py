@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from libs.errors import ConfirmUnknown, PublishError, PublishNacked
 from libs.messages import codec
-from libs.messaging.publisher import Outgoing, Publisher
 from libs.pg.pool import connect
 
 from .support import (
     FAST_RELAY,
     WATCH,
+    FlakyPublisher,
     Noted,
     collect,
     running_relay,
@@ -35,40 +32,6 @@ from .support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class FlakyPublisher:
-    """The real publisher, but ``victim`` fails the first time it is published (``mode``)."""
-
-    real: Publisher
-    victim: str
-    mode: str  # "drop-nack" | "send-nack" | "send-unknown"
-    waves: list[list[str]] = field(default_factory=list)
-    failed_once: bool = False
-
-    async def publish_many(self, messages: Sequence[Outgoing]) -> list[PublishError | None]:
-        self.waves.append([m.message_id for m in messages])
-        hit = not self.failed_once and any(m.message_id == self.victim for m in messages)
-        if not hit:
-            return await self.real.publish_many(messages)
-        self.failed_once = True
-        send = [m for m in messages if m.message_id != self.victim or self.mode != "drop-nack"]
-        sent = dict(
-            zip([m.message_id for m in send], await self.real.publish_many(send), strict=True)
-        )
-        outcomes: list[PublishError | None] = []
-        for m in messages:
-            if m.message_id != self.victim:
-                outcomes.append(sent[m.message_id])
-            elif self.mode == "send-unknown":
-                outcomes.append(ConfirmUnknown("no confirm: injected by the test"))
-            else:
-                outcomes.append(PublishNacked("nacked by the broker: injected by the test"))
-        return outcomes
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
 
 
 def decoded(message: Any) -> tuple[str, int]:
