@@ -18,20 +18,25 @@ def owner_of(runtime: str) -> str:
 
 
 async def ensure_roles(admin: Conn, *, runtime: str, password: str | None) -> None:
-    """Create (or update) the two roles of one service; cluster-wide, so shared by databases."""
+    """Create (or update) the two roles of one service; cluster-wide, so shared by databases.
+
+    Serialised across processes (a transaction lock): two setups changing one role at once
+    fail in PostgreSQL with "tuple concurrently updated" (seen with two test workers)."""
     owner = owner_of(runtime)
-    for role, login in ((owner, False), (runtime, True)):
-        exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
-        if not exists:
-            await admin.execute(
-                f"CREATE ROLE {quote_ident(role)} {'LOGIN' if login else 'NOLOGIN'}"
+    async with admin.transaction():
+        await admin.execute("SELECT pg_advisory_xact_lock(hashtext('orderflow.roles'))")
+        for role, login in ((owner, False), (runtime, True)):
+            exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            if not exists:
+                await admin.execute(
+                    f"CREATE ROLE {quote_ident(role)} {'LOGIN' if login else 'NOLOGIN'}"
+                )
+        if password is not None:
+            # format() quotes the literal; the statement is not logged by us
+            statement = await admin.fetchval(
+                "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", runtime, password
             )
-    if password is not None:
-        # format() quotes the literal; the statement is not logged by us
-        statement = await admin.fetchval(
-            "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", runtime, password
-        )
-        await admin.execute(statement)
+            await admin.execute(statement)
 
 
 async def lock_down_database(admin: Conn, *, database: str, runtime: str) -> None:
