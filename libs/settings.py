@@ -180,8 +180,8 @@ class Settings(BaseSettings):
     uvloop: bool = True
     """Run services on uvloop when it is installed."""
     gc_threshold: int = Field(default=20_000, ge=0)
-    """Allocations between two young-generation garbage collections of a running service
-    (Python's default is 700; 0 keeps it). Objects alive once the service is ready are frozen
+    """Container objects allocated (net of those freed) between two young-generation garbage
+    collections of a running service (Python's default is 700; 0 keeps it). Objects alive once the service is ready are frozen
     out of collections (``gc.freeze``): a saga coordinator spent 6 % of its CPU collecting."""
     faults: str = ""
     """Fault points to enable (chaos tests only), ``name=probability,…``: see libs.faults."""
