@@ -22,11 +22,13 @@ import asyncio
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from typing import Any
 
+from libs.pg.admin import database_of
 from libs.secrets import url_list
 from libs.settings import Settings
 from orderflow.bench import raw
@@ -34,6 +36,7 @@ from orderflow.bench import relay as relay_bench
 from orderflow.bench.stats import percentile
 from orderflow.client import OrderClient
 from orderflow.supervisor import Child, Supervisor, http_get
+from orderflow.system import SERVICES
 
 MESSAGES_PER_SAGA = 8  # deliveries: PlaceOrder, OrderCreated, ProcessPayment, PaymentCaptured,
 # ReserveInventory, InventoryReserved, ApproveOrder, OrderConfirmed
@@ -162,12 +165,21 @@ def sustainable(step: dict[str, Any]) -> bool:
     return bool(step["completed_per_s"] >= 0.95 * step["offered_per_s"])
 
 
-async def settle(seconds: float = 5.0, *, admin_dsn: str | None = None) -> None:
-    """Let the system go quiet between steps. Before a latency measurement, also force the
-    checkpoint the heavy steps made due, so that it does not land in the middle of it."""
+async def settle(
+    seconds: float = 5.0, *, admin_dsn: str | None = None, databases: Sequence[str] = ()
+) -> None:
+    """Let the system go quiet between steps. Before a latency measurement, also vacuum the
+    services' ``databases`` (what autovacuum does on a default PostgreSQL, and what a machine
+    running with it off never does: the dead rows the heavy steps left in the outboxes and
+    inboxes would slow every later statement) and force the checkpoint the heavy steps made
+    due, so that neither lands in the middle of the measurement."""
     if admin_dsn is not None:
         from libs.pg.pool import connection
 
+        for database in databases:
+            dsn = urllib.parse.urlsplit(admin_dsn)._replace(path=f"/{database}").geturl()
+            async with connection(dsn) as conn:
+                await conn.execute("VACUUM (ANALYZE)")
         async with connection(admin_dsn) as conn:
             await conn.execute("CHECKPOINT")
     await asyncio.sleep(seconds)
@@ -261,9 +273,10 @@ async def saga_run(
         results["per_service"] = per_delivery(before, await counters(services.supervisor))
         results["per_service_window_s"] = round(time.monotonic() - started, 1)
         peak = results["max_sustained_per_s"]
-        admin = Settings.of({**os.environ, **env}).pg_admin_dsn
+        settings = Settings.of({**os.environ, **env})
+        databases = [database_of(settings.dsn_for(service)) for service in SERVICES]
         for share in (10, 25, 50):
-            await settle(15, admin_dsn=admin)
+            await settle(15, admin_dsn=settings.pg_admin_dsn, databases=databases)
             results[f"latency_at_{share}pct"] = await offer(
                 client, rate=max(1.0, share / 100 * peak), seconds=step_seconds
             )
