@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import os
 import socket
 import time
@@ -89,6 +90,8 @@ LEADER = "orderflow.relay.leader"
 _PUBLISH = {"orderflow.operation": "publish"}
 JITTER = 0.5
 HANDED_MAX = 4
+CLAIMED_KEPT = 4
+"""Batches of claimed ids remembered, to refuse them from a writer that hands them over late."""
 """Batches of handed-over rows a relay holds in memory at most; past that, writers' rows are
 claimed from the table."""
 """Relay delays use equal jitter (at least half the exponential ceiling): they still grow, so
@@ -118,10 +121,10 @@ class OutboxRelay:
         self._claim_due = True  # catch up on start: claim whatever is pending
         self._last_claim = 0.0  # monotonic time of the last claiming drain
         self._handed: deque[OutboxRow] = deque()
-        self._accepting = False  # hand-offs taken: leading, and not backing off
-        # ids a claim took lately: a writer slow to hand them over must not send them again
-        self._claimed: deque[int] = deque(maxlen=4 * self._settings.batch_size)
-        self._claimed_set: set[int] = set()
+        self._backing_off = False  # after a publish got no answer: no hand-offs meanwhile
+        # ids a claim took lately, oldest first: a writer slow to hand them over must not send
+        # them again (a dict keeps insertion order, so the oldest is evicted first)
+        self._claimed: dict[int, None] = {}
         self._stopping = asyncio.Event()
         self._lost_leadership = asyncio.Event()
         self._leader = False
@@ -145,9 +148,13 @@ class OutboxRelay:
         the rows are left to a claim, when this relay does not lead, is backing off after a
         publish got no answer, or already holds ``HANDED_MAX`` batches' worth of rows (the
         backlog then waits in the table, not in memory)."""
-        if not self._accepting or len(self._handed) >= HANDED_MAX * self._settings.batch_size:
+        if (
+            not self._leader
+            or self._backing_off
+            or len(self._handed) >= HANDED_MAX * self._settings.batch_size
+        ):
             return False
-        self._handed.extend(r for r in rows if r.id not in self._claimed_set)
+        self._handed.extend(r for r in rows if r.id not in self._claimed)
         self._wake.set()
         return True
 
@@ -194,13 +201,11 @@ class OutboxRelay:
                 await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             worker = await connect(self._dsn, application_name=f"orderflow-relay:{self.name}")
             self._leader = True
-            self._accepting = True
             METRICS.gauges.set(LEADER, 1, {RELAY: self.name})
             log.info("relay.leader", relay=self.name)
             await self._lead(worker)
         finally:
             self._leader = False
-            self._accepting = False
             self._handed.clear()  # pending in the table: the next leader claims them
             METRICS.gauges.set(LEADER, 0, {RELAY: self.name})
             for conn in (worker, listener):
@@ -223,7 +228,6 @@ class OutboxRelay:
         # The advisory lock died with the session: stop publishing now, another relay may lead.
         self._lost_leadership.set()
         self._leader = False
-        self._accepting = False
         self._handed.clear()
         METRICS.gauges.set(LEADER, 0, {RELAY: self.name})
         self._wake.set()
@@ -252,11 +256,13 @@ class OutboxRelay:
                 unanswered = await self._drain(worker)
             if unanswered:
                 self._claim_due = True  # what got no answer is pending: claim it next time
-                self._accepting = False  # meanwhile writers' rows wait in the table
+                self._backing_off = True  # meanwhile writers' rows wait in the table
                 self._handed.clear()
                 unknown_streak += 1
-                await self._sleep(self._backoff(unknown_streak))
-                self._accepting = self._leader
+                try:
+                    await self._sleep(self._backoff(unknown_streak))
+                finally:
+                    self._backing_off = False
                 continue
             unknown_streak = 0
             if self._handed:
@@ -292,13 +298,12 @@ class OutboxRelay:
     def _remember_claimed(self, rows: Sequence[OutboxRow]) -> None:
         """A claim took ``rows``: drop them from the hand-off, and refuse them if a writer
         hands them over later (it committed before the claim, but resumed after it)."""
-        for row in rows:
-            if len(self._claimed) == self._claimed.maxlen:
-                self._claimed_set.discard(self._claimed[0])
-            self._claimed.append(row.id)
-            self._claimed_set.add(row.id)
+        self._claimed.update(dict.fromkeys(r.id for r in rows))
+        excess = len(self._claimed) - CLAIMED_KEPT * self._settings.batch_size
+        for oldest in list(itertools.islice(self._claimed, max(0, excess))):
+            del self._claimed[oldest]
         if self._handed:
-            self._handed = deque(r for r in self._handed if r.id not in self._claimed_set)
+            self._handed = deque(r for r in self._handed if r.id not in self._claimed)
 
     async def _publish_handed(self, worker: Conn) -> int:
         """Publish one batch of the rows writers handed over, oldest first, marked in one

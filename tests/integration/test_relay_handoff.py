@@ -238,7 +238,7 @@ def test_the_hand_off_is_refused_when_not_leading_or_full() -> None:
         exchange="e", routing_key="k", payload=b"", headers={}, created_at=None, attempts=0,
     )  # type: ignore[arg-type]  # fmt: skip
     assert not relay.hand([row])  # not leading: the rows are left to the leader's claim
-    relay._accepting = True
+    relay._leader = True  # as once it holds the lead
     full = HANDED_MAX * relay._settings.batch_size
     assert relay.hand([row] * full)
     assert not relay.hand([row])  # holding that many already: the backlog stays in the table
