@@ -11,7 +11,7 @@ from libs.messaging.admin import Grant, ensure_access, vhost_of
 from libs.messaging.connection import connect as amqp_connect
 from libs.messaging.topology import declare
 from libs.pg import roles
-from libs.pg.admin import database_of, ensure_database, quote_ident
+from libs.pg.admin import database_of, ensure_database, on_database, quote_ident
 from libs.pg.migrations import apply
 from libs.pg.pool import connection
 from libs.secrets import ensure_secret_file, user_of
@@ -45,7 +45,7 @@ async def setup(settings: Settings, *, reset: bool = False, seed: bool = True) -
             async with connection(settings.pg_admin_dsn) as admin:
                 await roles.ensure_roles(admin, runtime=runtime, password=password)
                 await roles.lock_down_database(admin, database=database, runtime=runtime)
-        async with connection(_admin_dsn_for(settings, database)) as conn:
+        async with connection(on_database(settings.pg_admin_dsn, database)) as conn:
             if least_privilege:
                 assert runtime is not None
                 await roles.prepare_schema(conn, runtime=runtime)
@@ -63,11 +63,6 @@ async def setup(settings: Settings, *, reset: bool = False, seed: bool = True) -
         await seed_demo(settings)
         report.seeded = True
     return report
-
-
-def _admin_dsn_for(settings: Settings, database: str) -> str:
-    base, _, query = settings.pg_admin_dsn.partition("?")
-    return base.rsplit("/", 1)[0] + "/" + database + (f"?{query}" if query else "")
 
 
 async def _broker(settings: Settings, *, reset: bool) -> None:
@@ -112,15 +107,15 @@ async def seed_demo(settings: Settings) -> None:
     """Demo catalog prices, customers and stock; existing rows (an operator's price) are left as
     they are."""
     async with connection(
-        _admin_dsn_for(settings, database_of(settings.dsn_for("order_svc")))
+        on_database(settings.pg_admin_dsn, database_of(settings.dsn_for("order_svc")))
     ) as conn:
         await catalog.seed(conn, [(sku, name, price) for sku, name, price, _ in demo_data.CATALOG])
     async with connection(
-        _admin_dsn_for(settings, database_of(settings.dsn_for("payment_svc")))
+        on_database(settings.pg_admin_dsn, database_of(settings.dsn_for("payment_svc")))
     ) as conn:
         await payment_queries.seed_customers(conn, demo_data.CUSTOMERS)
     async with connection(
-        _admin_dsn_for(settings, database_of(settings.dsn_for("inventory_svc")))
+        on_database(settings.pg_admin_dsn, database_of(settings.dsn_for("inventory_svc")))
     ) as conn:
         await inventory_queries.seed_stock(
             conn, [(sku, name, qty) for sku, name, _, qty in demo_data.CATALOG]

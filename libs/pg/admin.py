@@ -13,6 +13,13 @@ def database_of(dsn: str) -> str:
     return tail.split("?", 1)[0]
 
 
+def on_database(dsn: str, database: str) -> str:
+    """The same server, role and options as ``dsn``, on ``database`` (an administrator's DSN
+    pointed at a service's database, for migrations, vacuum, counts)."""
+    base, _, query = dsn.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + database + (f"?{query}" if query else "")
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

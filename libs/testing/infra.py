@@ -17,7 +17,7 @@ from libs.messaging.admin import (
     with_vhost,
 )
 from libs.outbox import store as outbox_store
-from libs.pg.admin import database_of, drop_database, ensure_database
+from libs.pg.admin import database_of, drop_database, ensure_database, on_database
 from libs.pg.migrations import Migration, apply
 from libs.pg.pool import connection
 from libs.secrets import with_credentials
@@ -33,7 +33,7 @@ def unique_name(prefix: str) -> str:
 
 def dsn_for(admin_dsn: str, database: str, *, user: str | None = None) -> str:
     """A DSN of ``database`` on the admin DSN's server, as ``user`` (default: the admin's)."""
-    dsn = admin_dsn.rsplit("/", 1)[0] + "/" + database
+    dsn = on_database(admin_dsn, database)
     return with_credentials(dsn, user=user) if user else dsn
 
 

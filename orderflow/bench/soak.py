@@ -25,7 +25,7 @@ from contextlib import AsyncExitStack
 from decimal import Decimal
 from typing import Any
 
-from libs.pg.admin import database_of
+from libs.pg.admin import database_of, on_database
 from libs.pg.pool import connection
 from libs.settings import Settings
 from orderflow.bench.system import memory
@@ -43,7 +43,7 @@ async def _sample(settings: Settings, supervisor: Supervisor) -> dict[str, Any]:
     admin = settings.pg_admin_dsn
     for service in SYSTEM.names:
         database = database_of(settings.dsn_for(service))
-        dsn = admin.rsplit("/", 1)[0] + "/" + database
+        dsn = on_database(admin, database)
         tables = ("outbox", "inbox", *SYSTEM.service(service).tables)
         async with connection(dsn, application_name="orderflow-soak") as conn:
             rows[service] = {

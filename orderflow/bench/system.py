@@ -22,13 +22,12 @@ import asyncio
 import os
 import re
 import time
-import urllib.parse
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from typing import Any
 
-from libs.pg.admin import database_of
+from libs.pg.admin import database_of, on_database
 from libs.secrets import url_list
 from libs.settings import Settings
 from orderflow.bench import raw
@@ -177,8 +176,7 @@ async def settle(
         from libs.pg.pool import connection
 
         for database in databases:
-            dsn = urllib.parse.urlsplit(admin_dsn)._replace(path=f"/{database}").geturl()
-            async with connection(dsn) as conn:
+            async with connection(on_database(admin_dsn, database)) as conn:
                 await conn.execute("VACUUM (ANALYZE)")
         async with connection(admin_dsn) as conn:
             await conn.execute("CHECKPOINT")
