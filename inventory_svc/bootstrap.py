@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts import REGISTRY
 from contracts.system import SYSTEM
-from inventory_svc.handlers import HANDLERS
+from inventory_svc.handlers import HANDLERS, prepare
 from libs.pg import Migration, load_migrations
 from libs.service import ServiceDefinition
 
@@ -16,4 +16,6 @@ def migrations() -> list[Migration]:
 
 
 def definition() -> ServiceDefinition:
-    return ServiceDefinition(name=NAME, system=SYSTEM, registry=REGISTRY, handlers=HANDLERS)
+    return ServiceDefinition(
+        name=NAME, system=SYSTEM, registry=REGISTRY, handlers=HANDLERS, prepare=prepare
+    )

@@ -6,7 +6,7 @@ from contracts import REGISTRY
 from contracts.system import SYSTEM
 from libs.pg import Migration, load_migrations
 from libs.service import ServiceDefinition
-from payment_svc.handlers import HANDLERS
+from payment_svc.handlers import HANDLERS, prepare
 
 NAME = "payment_svc"
 
@@ -16,4 +16,6 @@ def migrations() -> list[Migration]:
 
 
 def definition() -> ServiceDefinition:
-    return ServiceDefinition(name=NAME, system=SYSTEM, registry=REGISTRY, handlers=HANDLERS)
+    return ServiceDefinition(
+        name=NAME, system=SYSTEM, registry=REGISTRY, handlers=HANDLERS, prepare=prepare
+    )

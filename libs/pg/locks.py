@@ -19,12 +19,18 @@ this key busy raises :class:`~libs.errors.ConcurrencyConflict` at once — the b
 releasing its locks, and the runner handles its messages one per transaction, where waiting is
 safe. Contention on one key is rare (a duplicate, a charge racing its refund), and only then is
 ``pg_locks`` consulted; an uncontended lock costs one round trip.
+
+A batch's keys can be taken at once (:meth:`KeyLock.take_all`, one round trip for all of them):
+each is *tried*, none waited for, and one busy key raises the same ConcurrencyConflict — the
+batch is then handled one message per transaction, as above. A single key is taken as by
+:meth:`KeyLock.take`, waiting if need be.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from libs.errors import ConcurrencyConflict
@@ -80,3 +86,26 @@ class KeyLock:
         # a rare event, and the evidence that two handlers of one key met: logged at INFO
         log.info("lock.contended", lock=self.tag.decode(), what=self.what, key=value)
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", cls, key)
+
+    async def take_all(self, conn: Conn, values: Iterable[str]) -> None:
+        """Take the locks of all ``values`` in the current transaction, in one round trip: one
+        value as :meth:`take` does; several without waiting for any — when one is busy,
+        :class:`~libs.errors.ConcurrencyConflict` (whatever was taken is released when the
+        transaction rolls back). Meant to be the first locks of its class a transaction takes."""
+        distinct = sorted(set(values))
+        if len(distinct) <= 1:
+            for value in distinct:
+                await self.take(conn, value)
+            return
+        keys = sorted({self.key(v) for v in distinct})
+        busy = await conn.fetchval(
+            """SELECT count(*) FROM unnest($2::int[]) AS k
+                WHERE NOT pg_try_advisory_xact_lock($1, k)""",
+            self.class_id,
+            keys,
+        )
+        if busy:
+            raise ConcurrencyConflict(
+                f"{busy} of {len(keys)} {self.what}s of this batch are locked by another "
+                "transaction: not waiting (no lock-order deadlock); retried one message at a time"
+            )

@@ -15,6 +15,15 @@ customer, a fixed order; only two batches sharing customers in opposite orders c
 deadlock on customer rows, which PostgreSQL detects (40P01, retried as a conflict) — failing fast
 there too would make every batch that meets a busy customer fall back.
 
+A batch (several commands in one transaction) is locked and loaded at once by
+:func:`load_batch`: every order's lock in one round trip (``KeyLock.take_all``: none waited for,
+one busy order sends the batch back to one message per transaction), then every payment and
+every customer the commands touch in one statement — customers locked in id order, so two
+batches sharing customers cannot deadlock on them. Handlers read their order from the
+:class:`Batch` (:func:`lock_and_load`) and :func:`save` writes the decided payment back into it,
+so a later command of the same order, or of the same customer, sees what an earlier one did, as
+it would see it committed.
+
 ``save`` is conditional as a second guard: it refuses any status change but ``CAPTURED →
 REFUNDED`` (and rewriting the same status), so even a bug cannot turn a capture into a tombstone;
 a refused write moves no money and raises. ``UNIQUE (order_id, kind)`` on the ledger is the last
@@ -24,7 +33,10 @@ upstream does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from libs.errors import StateOverwriteRefused
 from libs.pg import Conn, KeyLock
@@ -41,6 +53,74 @@ class PaymentOverwriteRefused(StateOverwriteRefused):
 async def lock_order(conn: Conn, order_id: str) -> None:
     """Take this order's transaction lock first, before reading anything (``libs.pg.locks``)."""
     await ORDER_LOCK.take(conn, order_id)
+
+
+@dataclass(slots=True)
+class Batch:
+    """One transaction's orders, locked, with their payments (``None``: none yet) and the
+    customers its commands touch, as loaded by :func:`load_batch` and updated by :func:`save`."""
+
+    payments: dict[str, Payment | None] = field(default_factory=dict)
+    customers: dict[str, Customer] = field(default_factory=dict)
+
+
+BATCH = "payment_svc.batch"
+"""Where a transaction's :class:`Batch` is kept in the handlers' shared dict."""
+
+
+async def load_batch(
+    conn: Conn, shared: dict[str, Any], order_ids: Sequence[str], customer_ids: Sequence[str]
+) -> None:
+    """Lock every order of ``order_ids`` (first, before anything is read), then load their
+    payments and the customers — ``customer_ids`` and the payments' own — row-locked, into
+    ``shared``: two round trips for the whole batch."""
+    await ORDER_LOCK.take_all(conn, order_ids)
+    rows = await conn.fetch(
+        """WITH p AS (
+               SELECT order_id, customer_id, amount, status, reason FROM payments
+                WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE),
+           c AS (
+               SELECT id, balance FROM customers
+                WHERE id = ANY($2::text[] || ARRAY(SELECT customer_id FROM p))
+                ORDER BY id FOR UPDATE)
+           SELECT order_id::text, customer_id, amount, status, reason, NULL::numeric AS balance
+             FROM p
+           UNION ALL
+           SELECT NULL, id, NULL, NULL, NULL, balance FROM c""",
+        sorted(set(order_ids)),
+        sorted(set(customer_ids)),
+    )
+    batch = Batch(payments=dict.fromkeys(order_ids))
+    for row in rows:
+        if row["order_id"] is None:
+            batch.customers[row["customer_id"]] = Customer(
+                row["customer_id"], Decimal(row["balance"])
+            )
+        else:
+            batch.payments[row["order_id"]] = Payment(
+                order_id=row["order_id"],
+                customer_id=row["customer_id"],
+                amount=Decimal(row["amount"]),
+                status=PaymentStatus(row["status"]),
+                reason=row["reason"],
+            )
+    shared[BATCH] = batch
+
+
+async def lock_and_load(
+    conn: Conn, shared: dict[str, Any], order_id: str, *, customer_id: str | None
+) -> tuple[Payment | None, Customer | None]:
+    """The order's payment and the customer (``customer_id``, else the payment's): from the
+    transaction's :class:`Batch` when :func:`load_batch` loaded this order, else locked
+    (:func:`lock_order`, first) and loaded now."""
+    batch: Batch | None = shared.get(BATCH)
+    if batch is None or order_id not in batch.payments:
+        await lock_order(conn, order_id)
+        return await load(conn, order_id, customer_id=customer_id)
+    existing = batch.payments[order_id]
+    if customer_id is None and existing is not None:
+        customer_id = existing.customer_id
+    return existing, batch.customers.get(customer_id) if customer_id is not None else None
 
 
 async def load(
@@ -77,10 +157,16 @@ async def load(
 
 
 async def save(
-    conn: Conn, payment: Payment, *, customer: Customer | None, before: PaymentStatus | None
+    conn: Conn,
+    payment: Payment,
+    *,
+    customer: Customer | None,
+    before: PaymentStatus | None,
+    shared: dict[str, Any] | None = None,
 ) -> None:
     """Write the payment, the customer's balance and the ledger entry the change implies, in one
-    statement (one round trip).
+    statement (one round trip); once written, the payment is also the one the transaction's
+    :class:`Batch` (in ``shared``) holds for its order.
 
     Conditional: an existing payment changes only ``CAPTURED → REFUNDED`` (or is rewritten with
     its own status); any other change writes nothing — no balance, no ledger — and raises
@@ -122,3 +208,6 @@ async def save(
             f"payment {payment.order_id}: refusing to write {payment.status.value} over the "
             f"stored status (read as {before.value if before else 'absent'})"
         )
+    batch: Batch | None = (shared or {}).get(BATCH)
+    if batch is not None and payment.order_id in batch.payments:
+        batch.payments[payment.order_id] = payment
