@@ -4,7 +4,12 @@
 - consume with acks from a quorum queue holding the messages (prefetch 256);
 - publish and consume at once: a publisher with confirms and a consumer with acks on the same
   queue, the rate at which messages make the whole trip;
-- asyncpg single-row commits with 4 connections.
+- asyncpg single-row commits with 4 connections;
+- and, one at a time on a quiet machine, the two things every hop of a saga waits for: a message
+  from publish to delivery (the broker's trip), and a transaction of the fewest statements a hop
+  can take (BEGIN, an inbox row, a locked read, a write, an outbox row, COMMIT). A saga's critical
+  path is 8 such trips and 7 such transactions, so their sum is the floor under its latency at
+  low load, whatever the services do.
 
 A figure far below what this kind of machine gives means the machine is not fit to measure on
 (another job running, a broker in flow control): :func:`implausible` says which, and
@@ -19,7 +24,7 @@ from typing import Any
 
 from libs.pg.pool import create_pool
 from orderflow.bench import relay as relay_bench
-from orderflow.bench.stats import writers_rate
+from orderflow.bench.stats import percentile, writers_rate
 
 # Well below what a 2-core machine gives when nothing else runs (9,000 publishes/s, 8,000
 # consumes/s, 12,000 commits/s measured here), well above a machine that is busy elsewhere.
@@ -102,6 +107,81 @@ async def commit_rate(dsn: str, *, connections: int, seconds: float) -> float:
     return rate
 
 
+TRIPS_PER_SAGA = 8
+"""Broker trips on a saga's critical path: place, created, process payment, captured, reserve,
+reserved, approve, confirmed (to the client)."""
+TRANSACTIONS_PER_SAGA = 7
+"""Transactions on it: order_svc twice, payment_svc, inventory_svc, the saga three times (its
+fourth, on the confirmation, is off the path)."""
+QUIET_GAP_S = 0.01
+
+
+async def trip_latency_ms(env: relay_bench.Env, *, count: int) -> float:
+    """p50 of publish (with confirm) → delivery to a consumer, one message at a time, 10 ms
+    apart (what a hop at low load gets from the broker)."""
+    channel = await env.connection.channel()
+    queue = await channel.get_queue("bench.sink")
+    arrived: dict[str, float] = {}
+    delivered = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        arrived[message.message_id] = time.perf_counter()
+        await message.ack()
+        delivered.set()
+
+    tag = await queue.consume(on_message)
+    trips = []
+    for message in relay_bench.outgoing(count):
+        delivered.clear()
+        started = time.perf_counter()
+        await env.publisher.publish(message)
+        await asyncio.wait_for(delivered.wait(), 10)
+        trips.append((arrived[message.message_id] - started) * 1000)
+        await asyncio.sleep(QUIET_GAP_S)
+    await queue.cancel(tag)
+    await channel.close()
+    return percentile(trips, 50)
+
+
+async def transaction_latency_ms(dsn: str, *, count: int) -> float:
+    """p50 of the leanest hop transaction (BEGIN, inbox insert, a row read FOR UPDATE and
+    updated, an outbox insert of a 450-byte message, COMMIT), one at a time, 10 ms apart."""
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS bench_hop_inbox (id uuid PRIMARY KEY, kind text);
+               CREATE TABLE IF NOT EXISTS bench_hop_state (id int PRIMARY KEY, v bigint);
+               CREATE TABLE IF NOT EXISTS bench_hop_outbox (id bigserial PRIMARY KEY,
+                                                             payload bytea);
+               INSERT INTO bench_hop_state VALUES (1, 0) ON CONFLICT DO NOTHING"""
+        )
+        payload = b"x" * 450
+        took = []
+        for _ in range(count):
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO bench_hop_inbox VALUES (gen_random_uuid(), $1)", "hop"
+                )
+                v = await conn.fetchval("SELECT v FROM bench_hop_state WHERE id = 1 FOR UPDATE")
+                await conn.execute("UPDATE bench_hop_state SET v = $1 WHERE id = 1", v + 1)
+                await conn.execute("INSERT INTO bench_hop_outbox (payload) VALUES ($1)", payload)
+            took.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(QUIET_GAP_S)
+    await pool.close()
+    return percentile(took, 50)
+
+
+def latency_floor_ms(results: dict[str, Any]) -> float | None:
+    """The sum of a saga's broker trips and transactions, measured one at a time."""
+    if "raw_trip_p50_ms" not in results or "raw_hop_transaction_p50_ms" not in results:
+        return None
+    return float(
+        TRIPS_PER_SAGA * results["raw_trip_p50_ms"]
+        + TRANSACTIONS_PER_SAGA * results["raw_hop_transaction_p50_ms"]
+    )
+
+
 async def measure(env: relay_bench.Env, *, quick: bool) -> dict[str, float]:
     count = 5_000 if quick else 20_000
     await relay_bench.raw_publish_rate(env, count=1000)  # warm-up
@@ -111,5 +191,9 @@ async def measure(env: relay_bench.Env, *, quick: bool) -> dict[str, float]:
         "raw_publish_and_consume_msg_s": await publish_and_consume_rate(env, count=count),
         "raw_pg_commits_4_conns_tx_s": await commit_rate(
             env.dsn, connections=4, seconds=3 if quick else 8
+        ),
+        "raw_trip_p50_ms": await trip_latency_ms(env, count=100 if quick else 300),
+        "raw_hop_transaction_p50_ms": await transaction_latency_ms(
+            env.dsn, count=100 if quick else 300
         ),
     }

@@ -7,7 +7,8 @@
   the hold itself misses the 95 % rule; that hold's CONFIRMED/s is the maximum sustained;
 - per service during the hold: CPU ms per delivery (``/proc``), round trips to PostgreSQL and
   to RabbitMQ per delivery (the services' own counters, ``/metrics``);
-- latency place → terminal p50/p95/p99 at 10 %, 25 % and 50 % of the maximum;
+- latency place → terminal p50/p95/p99 at 10 %, 25 % and 50 % of the maximum, beside the floor
+  under it: a saga's broker trips and transactions, each measured alone (``raw``);
 - efficiency: saga messages/s at the maximum (8 deliveries per saga) ÷ the measured raw
   publish-and-consume rate;
 - metrics cost: capacity with metrics on and off, alternated, same rate;
@@ -348,6 +349,7 @@ async def run(
         results["implausible"] = raw.implausible(results)
         if results["implausible"]:
             return results
+        results["latency_floor_ms"] = raw.latency_floor_ms(results)
         results["relay_latency"] = {
             mode: await relay_bench.relay_latency(
                 env, mode=mode, count=200 if quick else 1000, rate=100

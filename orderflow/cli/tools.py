@@ -161,13 +161,18 @@ def _raw_table(results: dict[str, Any]) -> None:
         ("raw_consume_ack_msg_s", "consume with acks (quorum queue)", "msg/s"),
         ("raw_publish_and_consume_msg_s", "publish and consume at once, one queue", "msg/s"),
         ("raw_pg_commits_4_conns_tx_s", "asyncpg single-row commits, 4 connections", "tx/s"),
+        ("raw_trip_p50_ms", "one message, publish → delivery, p50 (quiet)", "ms"),
+        ("raw_hop_transaction_p50_ms", "one hop-shaped transaction, p50 (quiet)", "ms"),
     ):
         if key in results:
-            table.add_row(label, f"{results[key]:,.0f} {unit}")
+            value = results[key]
+            table.add_row(label, f"{value:.2f} {unit}" if unit == "ms" else f"{value:,.0f} {unit}")
     console.print(table)
 
 
 def _saga_tables(results: dict[str, Any], saga: dict[str, Any]) -> None:
+    from orderflow.bench.raw import TRANSACTIONS_PER_SAGA, TRIPS_PER_SAGA, latency_floor_ms
+
     table = Table("figure", "measured", "target", title="orderflow benchmark")
     for mode, lat in results["relay_latency"].items():
         table.add_row(
@@ -189,6 +194,13 @@ def _saga_tables(results: dict[str, Any], saga: dict[str, Any]) -> None:
     table.add_row(
         "efficiency (8 msgs/saga ÷ raw publish+consume)", f"{results['efficiency']:.0%}", "≥ 40 %"
     )
+    floor = latency_floor_ms(results)
+    if floor is not None:
+        table.add_row(
+            f"latency floor: {TRIPS_PER_SAGA} broker trips + {TRANSACTIONS_PER_SAGA} transactions",
+            f"{floor:.1f} ms (measured one at a time, nothing else running)",
+            "",
+        )
     for share, target in ((10, "p50 ≤ 15 ms"), (25, ""), (50, "p50 ≤ 20 ms, p99 ≤ 100 ms")):
         lat = saga[f"latency_at_{share}pct"]
         table.add_row(
