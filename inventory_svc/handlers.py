@@ -67,6 +67,7 @@ async def prepare(
                 if isinstance(c, ReserveInventory)
                 for line in c.items
             ],
+            [c.order_id for c in commands if isinstance(c, ReleaseInventory)],
         )
 
 

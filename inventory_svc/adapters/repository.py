@@ -71,12 +71,14 @@ async def load_batch(
     shared: dict[str, Any],
     order_ids: Sequence[str],
     reserving: Sequence[tuple[str, str]],
+    releasing: Sequence[str],
 ) -> None:
     """Lock every order of ``order_ids`` (first, before anything is read), then load their
     reservations with lines and lock the stock rows the commands will move — the SKUs of
     ``reserving`` ((order id, SKU) of each reservation asked for) whose order has no reservation
-    yet, and the lines of the reservations that hold stock — into ``shared``: two round trips
-    for the whole batch."""
+    yet, and the lines of the reservations of ``releasing`` that hold stock — into ``shared``:
+    two round trips for the whole batch. (A reservation and its release in one batch lock the
+    reservation's SKUs, as the reservation alone would.)"""
     await ORDER_LOCK.take_all(conn, order_ids)
     rows = await conn.fetch(
         """WITH r AS (
@@ -89,7 +91,8 @@ async def load_batch(
                SELECT n.sku FROM unnest($2::uuid[], $3::text[]) AS n(order_id, sku)
                 WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.order_id = n.order_id)
                UNION
-               SELECT l.sku FROM l JOIN r USING (order_id) WHERE r.status = 'RESERVED'),
+               SELECT l.sku FROM l JOIN r USING (order_id)
+                WHERE r.status = 'RESERVED' AND r.order_id = ANY($4::uuid[])),
            s AS (
                SELECT sku, on_hand FROM stock WHERE sku IN (SELECT sku FROM wanted)
                 ORDER BY sku FOR UPDATE)
@@ -104,6 +107,7 @@ async def load_batch(
         sorted(set(order_ids)),
         [order_id for order_id, _ in reserving],
         [sku for _, sku in reserving],
+        sorted(set(releasing)),
     )
     batch = Batch(reservations=dict.fromkeys(order_ids))
     lines: dict[str, list[tuple[str, int]]] = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,6 +40,7 @@ from libs.service import MessageRunner
 from libs.testing.fakes import FakeDelivery, RecordingDeadLetters
 from libs.testing.infra import temporary_database
 from payment_svc import handlers as payment_handlers
+from payment_svc.adapters import repository as payment_repository
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -111,7 +112,7 @@ async def database(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Servic
 
 
 async def handle(
-    service: Service, dsn: str, batches: list[list[Message]], *, prepare: bool
+    service: Service, dsn: str, batches: Sequence[Sequence[Message]], *, prepare: bool
 ) -> tuple[dict[str, list[tuple[Any, ...]]], Counted]:
     """Each batch through the runner (one transaction per batch when it can), then the state."""
     pool = await create_pool(dsn, min_size=1, max_size=1)
@@ -237,13 +238,13 @@ async def test_a_busy_order_sends_the_batch_to_one_command_per_transaction(
     try:
         tx = holder.transaction()
         await tx.start()
-        await payment_handlers.repository.lock_order(holder, B)
+        await payment_repository.lock_order(holder, B)
         conn = await connect(dsn)
         try:
             async with conn.transaction():
                 started = time.monotonic()
                 with pytest.raises(ConcurrencyConflict, match="1 of 2 orders"):
-                    await payment_handlers.repository.ORDER_LOCK.take_all(conn, [A, B])
+                    await payment_repository.ORDER_LOCK.take_all(conn, [A, B])
                 assert time.monotonic() - started < 0.9  # not deadlock_timeout
         finally:
             await conn.close()
@@ -252,8 +253,23 @@ async def test_a_busy_order_sends_the_batch_to_one_command_per_transaction(
             ProcessPayment(order_id=B, customer_id="dave", amount=Decimal("30.00")),
         ]
         handled = asyncio.create_task(handle(service, dsn, [batch], prepare=True))
-        await asyncio.sleep(0.5)
-        assert not handled.done()  # B, alone now, waits for the holder
+        # A, alone now, commits while B waits for the holder
+        async with connection(dsn) as observer:
+            deadline = time.monotonic() + 10
+            while await observer.fetchval("SELECT count(*) FROM payments") == 0:
+                assert time.monotonic() < deadline and not handled.done()
+                await asyncio.sleep(0.01)
+            assert [
+                tuple(r) for r in await observer.fetch("SELECT order_id::text FROM payments")
+            ] == [(A,)]
+            await asyncio.sleep(0.3)
+            assert not handled.done()
+            assert (
+                await observer.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+                )
+                == 1
+            )
         await tx.commit()
         state, counted = await asyncio.wait_for(handled, 10)
     finally:
@@ -281,15 +297,35 @@ async def test_a_reserved_order_released_in_the_next_batch_gives_back_its_own_st
         async with connection(dsn) as conn:
             shared: dict[str, Any] = {}
             async with conn.transaction():
-                # B again with a BOLT: B has its reservation, so no BOLT row is locked for it
-                await inventory_repository.load_batch(conn, shared, [B, C], [(B, "BOLT")])
+                # B reserved again (with a BOLT) and C released: B has its reservation and C
+                # has none, so no stock row is locked
+                await inventory_repository.load_batch(conn, shared, [B, C], [(B, "BOLT")], [C])
                 batch: inventory_repository.Batch = shared[inventory_repository.BATCH]
-                locked = await _stock_locked_by_others(dsn)
-            assert batch.looked_up == {"NUT"}  # only what B's reservation holds
-            assert locked == 1
+                assert await _stock_locked_by_others(dsn) == 0
+            assert batch.looked_up == set()
             assert batch.reservations[C] is not None  # the tombstone
             reservation_b = batch.reservations[B]
             assert reservation_b is not None and reservation_b.lines == (("NUT", 2),)
+            async with conn.transaction():  # B released: what B's reservation holds, only
+                await inventory_repository.load_batch(conn, shared, [B, A], [], [B, A])
+                batch = shared[inventory_repository.BATCH]
+                assert await _stock_locked_by_others(dsn) == 1
+            assert batch.looked_up == {"NUT"}
+
+
+@pytest.mark.parametrize("database", [PAYMENT], indirect=True, ids=["payment"])
+async def test_a_refund_in_a_batch_finds_the_customer_of_an_earlier_charge(
+    database: tuple[Service, str],
+) -> None:
+    """The refund names no customer: the batch load finds it through the payment."""
+    service, dsn = database
+    charge = ProcessPayment(order_id=A, customer_id="carol", amount=Decimal("30.00"))
+    later = [RefundPayment(order_id=A), ProcessPayment(order_id=B, customer_id="dave", amount=1)]
+    state, counted = await handle(service, dsn, [[charge], later], prepare=True)
+    assert [row[3] for row in state["payments"]] == ["REFUNDED", "CAPTURED"]
+    assert state["customers"] == [("carol", Decimal("50.00")), ("dave", Decimal("99.00"))]
+    assert [row[2] for row in state["ledger"]] == ["charge", "refund", "charge"]
+    assert not any("pg_try_advisory_xact_lock($1, $2)" in q for q in counted.statements)
 
 
 async def _stock_locked_by_others(dsn: str) -> int:
@@ -299,3 +335,84 @@ async def _stock_locked_by_others(dsn: str) -> int:
             "SELECT count(*) FROM (SELECT 1 FROM stock FOR UPDATE SKIP LOCKED) AS f"
         )
         return int(await conn.fetchval("SELECT count(*) FROM stock")) - int(free)
+
+
+@pytest.mark.parametrize("database", [PAYMENT], indirect=True, ids=["payment"])
+async def test_two_replicas_batching_the_same_orders_and_customers_keep_the_money_right(
+    database: tuple[Service, str],
+) -> None:
+    """Two runners on one database, each with its own pool, handle batches at once: the charges
+    of 48 orders of four customers on one, their refunds (every other order) and redelivered
+    copies of charges on the other, in different orders. Whatever interleaving happens, each
+    order ends with a consistent payment and ledger, each balance is its opening balance minus
+    what its ledger says, and nothing is dead-lettered."""
+    service, dsn = database
+    customers = [f"cust-{n}" for n in range(4)]
+    async with connection(dsn) as conn:
+        await conn.executemany(
+            "INSERT INTO customers VALUES ($1, $1, 1000, 1000)", [(c,) for c in customers]
+        )
+    orders = [str(uuid.uuid4()) for _ in range(48)]
+    charges = [
+        delivery(ProcessPayment(order_id=o, customer_id=customers[n % 4], amount=Decimal("7")))
+        for n, o in enumerate(orders)
+    ]
+    refunds = [delivery(RefundPayment(order_id=o)) for o in orders[::2]]
+    again = [
+        FakeDelivery(d.body, message_id=d.message_id, type=d.type) for d in charges[::3]
+    ]  # the same messages, redelivered to the other replica
+    one = [charges[i : i + 8] for i in range(0, len(charges), 8)]
+    mixed = [*refunds[::-1], *again]
+    other = [mixed[i : i + 6] for i in range(0, len(mixed), 6)]
+
+    async def replica(batches: list[list[FakeDelivery]]) -> MessageRunner:
+        pool = await create_pool(dsn, min_size=1, max_size=1)
+        runner = MessageRunner(
+            consumer=service.consumer,
+            queue="payment.commands",
+            source="/test/payment_svc",
+            pool=pool,
+            registry=REGISTRY,
+            handlers=service.handlers,
+            dead_letters=RecordingDeadLetters(),  # type: ignore[arg-type]
+            wakeup=Wakeup(None),
+            prepare=service.prepare,
+        )
+        try:
+            for batch in batches:
+                await runner.process_batch(batch)  # type: ignore[arg-type]
+        finally:
+            await pool.close()
+        return runner
+
+    runners = await asyncio.gather(replica(one), replica(other))
+    assert [r.stats.dead_lettered for r in runners] == [0, 0]
+    for d in [*charges, *refunds, *again]:
+        assert set(d.settled) <= {"ack", "ack-multiple"}
+    async with connection(dsn) as conn:
+        payments = {
+            r["order_id"]: r["status"]
+            for r in await conn.fetch("SELECT order_id::text, status FROM payments")
+        }
+        ledger = await conn.fetch("SELECT order_id::text, customer_id, kind, amount FROM ledger")
+        balances = dict(await conn.fetch("SELECT id, balance FROM customers"))
+    kinds: dict[str, list[str]] = {}
+    for row in ledger:
+        kinds.setdefault(row["order_id"], []).append(row["kind"])
+    for n, order in enumerate(orders):
+        refunded = n % 2 == 0
+        expected = {
+            "CAPTURED": ["charge"],
+            "REFUNDED": ["charge", "refund"],
+            "CANCELLED": [],  # the refund came first: a tombstone, never charged
+        }
+        status = payments[order]
+        assert status in (("REFUNDED", "CANCELLED") if refunded else ("CAPTURED",)), status
+        assert sorted(kinds.get(order, [])) == expected[status]
+    for customer in customers:
+        moved = sum(
+            r["amount"] if r["kind"] == "refund" else -r["amount"]
+            for r in ledger
+            if r["customer_id"] == customer
+        )
+        assert balances[customer] == 1000 + moved
