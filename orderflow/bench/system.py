@@ -4,7 +4,8 @@
 - relay: commit → confirmed publish at low load, NOTIFY wake-up vs a 50 ms polling relay;
 - saga throughput: offered load stepped up until CONFIRMED sagas/s falls below 95 % of the
   offered rate, two bisections, then the best rate held 20 s — and held again 10 % lower when
-  the hold itself misses the 95 % rule; that hold's CONFIRMED/s is the maximum sustained;
+  the hold itself misses the 95 % rule; that hold's CONFIRMED/s is the maximum sustained
+  (each step starts on vacuumed databases: this machine runs PostgreSQL without autovacuum);
 - per service during the hold: CPU ms per delivery (``/proc``), round trips to PostgreSQL and
   to RabbitMQ per delivery (the services' own counters, ``/metrics``);
 - latency place → terminal p50/p95/p99 at 10 %, 25 % and 50 % of the maximum, beside the floor
@@ -23,7 +24,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from typing import Any
@@ -168,11 +169,12 @@ def sustainable(step: dict[str, Any]) -> bool:
 async def settle(
     seconds: float = 5.0, *, admin_dsn: str | None = None, databases: Sequence[str] = ()
 ) -> None:
-    """Let the system go quiet between steps. Before a latency measurement, also vacuum the
-    services' ``databases`` (what autovacuum does on a default PostgreSQL, and what a machine
-    running with it off never does: the dead rows the heavy steps left in the outboxes and
-    inboxes would slow every later statement) and force the checkpoint the heavy steps made
-    due, so that neither lands in the middle of the measurement."""
+    """Let the system go quiet between steps. With ``admin_dsn``, also vacuum the services'
+    ``databases`` (what autovacuum does on a default PostgreSQL, and what a machine running
+    with it off never does: the dead rows the earlier steps left in the outboxes and inboxes
+    would slow every later statement) and force the checkpoint they made due, so that neither
+    lands in the middle of the next step. Done after every step of the search for the maximum
+    and before each latency step."""
     if admin_dsn is not None:
         from libs.pg.pool import connection
 
@@ -216,14 +218,20 @@ class Services:
 
 
 async def find_max(
-    client: OrderClient, rates: list[float], *, step_seconds: float, top_seconds: float
+    client: OrderClient,
+    rates: list[float],
+    *,
+    step_seconds: float,
+    top_seconds: float,
+    quiet: Callable[[], Awaitable[None]] = settle,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The highest rate that passes the 95 % rule, held; ``quiet`` runs after every step."""
     steps = []
     best, first_over = rates[0], None
     for rate in rates:
         step = await offer(client, rate=rate, seconds=step_seconds)
         steps.append(step)
-        await settle()
+        await quiet()
         if not sustainable(step):
             first_over = rate
             break
@@ -234,14 +242,14 @@ async def find_max(
             middle = round((low + high) / 2)
             step = await offer(client, rate=middle, seconds=step_seconds)
             steps.append(step)
-            await settle()
+            await quiet()
             low, high = (middle, high) if sustainable(step) else (low, middle)
         best = low
     for _ in range(3):  # the hold must pass the rule too
         top = await offer(client, rate=best, seconds=top_seconds)
         top["held_at"] = best
         steps.append(top)
-        await settle()
+        await quiet()
         if sustainable(top):
             return top, steps
         best = round(best * 0.9)
@@ -262,18 +270,22 @@ async def saga_run(
         client = await services.start()
         assert services.supervisor is not None
         results["memory_start_mib"] = memory(services.supervisor)
+        settings = Settings.of({**os.environ, **env})
+        databases = [database_of(settings.dsn_for(service)) for service in SERVICES]
+
+        async def quiet() -> None:  # every step starts on vacuumed tables, as with autovacuum
+            await settle(admin_dsn=settings.pg_admin_dsn, databases=databases)
+
         before = await counters(services.supervisor)
         started = time.monotonic()
         top, results["steps"] = await find_max(
-            client, rates, step_seconds=step_seconds, top_seconds=top_seconds
+            client, rates, step_seconds=step_seconds, top_seconds=top_seconds, quiet=quiet
         )
         results["top"] = top
         results["max_sustained_per_s"] = top["completed_per_s"]
         results["per_service"] = per_delivery(before, await counters(services.supervisor))
         results["per_service_window_s"] = round(time.monotonic() - started, 1)
         peak = results["max_sustained_per_s"]
-        settings = Settings.of({**os.environ, **env})
-        databases = [database_of(settings.dsn_for(service)) for service in SERVICES]
         for share in (10, 25, 50):
             await settle(15, admin_dsn=settings.pg_admin_dsn, databases=databases)
             results[f"latency_at_{share}pct"] = await offer(
@@ -286,6 +298,7 @@ async def saga_run(
         # what metrics cost: capacity at 1.25 times the maximum, metrics on and off, alternated
         capacity: dict[str, list[float]] = {"on": [], "off": []}
         for mode in ("off", "on", "off", "on"):
+            await quiet()  # each run on vacuumed tables, not on the dead rows of the one before
             client = await services.start(ORDERFLOW_METRICS="true" if mode == "on" else "false")
             step = await offer(client, rate=1.25 * peak, seconds=step_seconds)
             capacity[mode].append(step["completed_per_s"])
