@@ -1,8 +1,8 @@
 """Metrics through the OpenTelemetry metrics API, exposed for Prometheus.
 
 :data:`METRICS` holds every instrument a process records to; until :func:`setup_metrics` installs
-a meter provider (``ORDERFLOW_METRICS=false`` never does) the instruments record nothing and cost
-next to nothing. :func:`exposition` renders what the provider collected in the Prometheus text
+a meter provider (``ORDERFLOW_METRICS=false`` never does) the histograms record nothing and the
+counters' sums (a dict update each) are never read. :func:`exposition` renders what the provider collected in the Prometheus text
 format (``/metrics`` of :mod:`libs.service.http`), through ``opentelemetry-exporter-prometheus``:
 OpenTelemetry names lose their dots (``messaging.process.duration`` in seconds is
 ``messaging_process_duration_seconds``), counters gain ``_total``.

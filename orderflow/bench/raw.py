@@ -5,15 +5,12 @@
 - publish and consume at once: a publisher with confirms and a consumer with acks on the same
   queue, the rate at which messages make the whole trip;
 - asyncpg single-row commits with 4 connections;
-- and, one at a time on a quiet machine, the two things every hop of a saga waits for: a message
-  from publish to delivery (the broker's trip), and a transaction of the fewest statements a hop
-  can take (BEGIN, an inbox row, a locked read, a write, an outbox row, COMMIT). A saga's critical
-  path is 8 such trips and 7 such transactions, so their sum is the floor under its latency at
-  low load, whatever the services do.
-
-A figure far below what this kind of machine gives means the machine is not fit to measure on
-(another job running, a broker in flow control): :func:`implausible` says which, and
-``orderflow bench`` exits non-zero instead of reporting slow code.
+- and, one at a time on a quiet machine, what every hop of a saga waits for at the least: a
+  message from publish to delivery through a quorum queue (the services' queues) and through an
+  exclusive classic queue without acks (the client's, for the last trip), and a transaction of
+  the fewest statements any hop takes (BEGIN, an inbox row, one state write, an outbox row,
+  COMMIT). A saga's critical path is its trips and transactions (:func:`critical_path`), so
+  their sum is a floor under its latency at low load, whatever the services do.
 """
 
 from __future__ import annotations
@@ -107,29 +104,48 @@ async def commit_rate(dsn: str, *, connections: int, seconds: float) -> float:
     return rate
 
 
-TRIPS_PER_SAGA = 8
-"""Broker trips on a saga's critical path: place, created, process payment, captured, reserve,
-reserved, approve, confirmed (to the client)."""
-TRANSACTIONS_PER_SAGA = 7
-"""Transactions on it: order_svc twice, payment_svc, inventory_svc, the saga three times (its
-fourth, on the confirmation, is off the path)."""
 QUIET_GAP_S = 0.01
 
 
-async def trip_latency_ms(env: relay_bench.Env, *, count: int) -> float:
-    """p50 of publish (with confirm) → delivery to a consumer, one message at a time, 10 ms
-    apart (what a hop at low load gets from the broker)."""
+def critical_path(steps: int) -> tuple[int, int]:
+    """(broker trips, transactions) from placing an order to the client seeing it end, for a
+    saga of ``steps`` steps: PlaceOrder, OrderCreated, per step a command and its reply,
+    ApproveOrder and OrderConfirmed (to the client); order_svc twice, the saga's start, per
+    step the participant and the saga's reply. The saga's own handling of OrderConfirmed is
+    off the path."""
+    return 4 + 2 * steps, 3 + 2 * steps
+
+
+def _order_saga_path() -> tuple[int, int]:
+    from saga.domain.order_saga import order_saga
+
+    return critical_path(len(order_saga().steps))
+
+
+TRIPS_PER_SAGA, TRANSACTIONS_PER_SAGA = _order_saga_path()
+
+
+async def trip_latency_ms(env: relay_bench.Env, *, count: int, client: bool = False) -> float:
+    """p50 of publish (with confirm) → delivery, one message at a time, 10 ms apart: through
+    the quorum queue ``bench.sink`` with acks, or (``client``) through an exclusive classic
+    queue without acks, as :class:`orderflow.client.OrderClient` receives its orders' ends. The
+    delivery is timed as the consumer gets it, before it acks."""
     channel = await env.connection.channel()
-    queue = await channel.get_queue("bench.sink")
+    if client:
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind("bench.events", routing_key="#")
+    else:
+        queue = await channel.get_queue("bench.sink")
     arrived: dict[str, float] = {}
     delivered = asyncio.Event()
 
     async def on_message(message: Any) -> None:
         arrived[message.message_id] = time.perf_counter()
-        await message.ack()
         delivered.set()
+        if not client:
+            await message.ack()
 
-    tag = await queue.consume(on_message)
+    tag = await queue.consume(on_message, no_ack=client)
     trips = []
     for message in relay_bench.outgoing(count):
         delivered.clear()
@@ -140,12 +156,15 @@ async def trip_latency_ms(env: relay_bench.Env, *, count: int) -> float:
         await asyncio.sleep(QUIET_GAP_S)
     await queue.cancel(tag)
     await channel.close()
+    if client:
+        await relay_bench.purge(env)  # the same messages went to bench.sink too
     return percentile(trips, 50)
 
 
 async def transaction_latency_ms(dsn: str, *, count: int) -> float:
-    """p50 of the leanest hop transaction (BEGIN, inbox insert, a row read FOR UPDATE and
-    updated, an outbox insert of a 450-byte message, COMMIT), one at a time, 10 ms apart."""
+    """p50 of the leanest hop transaction — BEGIN, an inbox row, one state write, an outbox
+    row of a 450-byte message, COMMIT — one at a time, 10 ms apart. Every hop of a saga does at
+    least this (the saga's start, the leanest, is exactly this)."""
     pool = await create_pool(dsn, min_size=1, max_size=1)
     async with pool.acquire() as conn:
         await conn.execute(
@@ -163,8 +182,7 @@ async def transaction_latency_ms(dsn: str, *, count: int) -> float:
                 await conn.execute(
                     "INSERT INTO bench_hop_inbox VALUES (gen_random_uuid(), $1)", "hop"
                 )
-                v = await conn.fetchval("SELECT v FROM bench_hop_state WHERE id = 1 FOR UPDATE")
-                await conn.execute("UPDATE bench_hop_state SET v = $1 WHERE id = 1", v + 1)
+                await conn.execute("UPDATE bench_hop_state SET v = v + 1 WHERE id = 1")
                 await conn.execute("INSERT INTO bench_hop_outbox (payload) VALUES ($1)", payload)
             took.append((time.perf_counter() - started) * 1000)
             await asyncio.sleep(QUIET_GAP_S)
@@ -173,13 +191,12 @@ async def transaction_latency_ms(dsn: str, *, count: int) -> float:
 
 
 def latency_floor_ms(results: dict[str, Any]) -> float | None:
-    """The sum of a saga's broker trips and transactions, measured one at a time."""
-    if "raw_trip_p50_ms" not in results or "raw_hop_transaction_p50_ms" not in results:
+    """A saga's trips (the last one the client's) and transactions, measured one at a time."""
+    keys = ("raw_trip_p50_ms", "raw_client_trip_p50_ms", "raw_hop_transaction_p50_ms")
+    if any(key not in results for key in keys):
         return None
-    return float(
-        TRIPS_PER_SAGA * results["raw_trip_p50_ms"]
-        + TRANSACTIONS_PER_SAGA * results["raw_hop_transaction_p50_ms"]
-    )
+    trip, client_trip, transaction = (float(results[key]) for key in keys)
+    return (TRIPS_PER_SAGA - 1) * trip + client_trip + TRANSACTIONS_PER_SAGA * transaction
 
 
 async def measure(env: relay_bench.Env, *, quick: bool) -> dict[str, float]:
@@ -193,6 +210,9 @@ async def measure(env: relay_bench.Env, *, quick: bool) -> dict[str, float]:
             env.dsn, connections=4, seconds=3 if quick else 8
         ),
         "raw_trip_p50_ms": await trip_latency_ms(env, count=100 if quick else 300),
+        "raw_client_trip_p50_ms": await trip_latency_ms(
+            env, count=100 if quick else 300, client=True
+        ),
         "raw_hop_transaction_p50_ms": await transaction_latency_ms(
             env.dsn, count=100 if quick else 300
         ),

@@ -5,14 +5,16 @@
 - saga throughput: offered load stepped up until CONFIRMED sagas/s falls below 95 % of the
   offered rate, two bisections, then the best rate held 20 s — and held again 10 % lower when
   the hold itself misses the 95 % rule; that hold's CONFIRMED/s is the maximum sustained
-  (each step starts on vacuumed databases: this machine runs PostgreSQL without autovacuum);
+  (each step starts on vacuumed databases: this machine runs PostgreSQL without autovacuum;
+  the vacuums' own time, outside the steps, is reported beside it);
 - per service during the hold: CPU ms per delivery (``/proc``), round trips to PostgreSQL and
   to RabbitMQ per delivery (the services' own counters, ``/metrics``);
 - latency place → terminal p50/p95/p99 at 10 %, 25 % and 50 % of the maximum, beside the floor
   under it: a saga's broker trips and transactions, each measured alone (``raw``);
 - efficiency: saga messages/s at the maximum (8 deliveries per saga) ÷ the measured raw
   publish-and-consume rate;
-- metrics cost: capacity with metrics on and off, alternated, same rate;
+- metrics cost: capacity with metrics on and off, alternated, same rate, each run on vacuumed
+  databases and with every service's ``/metrics`` read every 5 s;
 - memory: resident size of each service at start, after the run, and after a second run.
 Every order takes the full path (charge, reserve, approve) and must end CONFIRMED: each step
 reports how many did, and the run says so. The load generator runs on the same two cores.
@@ -21,6 +23,7 @@ reports how many did, and the run says so. The load generator runs on the same t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import time
@@ -168,13 +171,14 @@ def sustainable(step: dict[str, Any]) -> bool:
 
 async def settle(
     seconds: float = 5.0, *, admin_dsn: str | None = None, databases: Sequence[str] = ()
-) -> None:
+) -> float:
     """Let the system go quiet between steps. With ``admin_dsn``, also vacuum the services'
     ``databases`` (what autovacuum does on a default PostgreSQL, and what a machine running
     with it off never does: the dead rows the earlier steps left in the outboxes and inboxes
     would slow every later statement) and force the checkpoint they made due, so that neither
     lands in the middle of the next step. Done after every step of the search for the maximum
     and before each latency step."""
+    started = time.monotonic()
     if admin_dsn is not None:
         from libs.pg.pool import connection
 
@@ -183,7 +187,20 @@ async def settle(
                 await conn.execute("VACUUM (ANALYZE)")
         async with connection(admin_dsn) as conn:
             await conn.execute("CHECKPOINT")
+    took = time.monotonic() - started
     await asyncio.sleep(seconds)
+    return took
+
+
+async def scraping(supervisor: Supervisor, *, every: float) -> None:
+    """Read every service's ``/metrics`` every ``every`` seconds, as Prometheus does, until
+    cancelled (the capacity runs with metrics on pay for their collection too)."""
+    while True:
+        await asyncio.sleep(every)
+        for child in supervisor.children:
+            if child.http_port is not None:
+                with contextlib.suppress(Exception):
+                    await http_get(f"http://127.0.0.1:{child.http_port}/metrics")
 
 
 class Services:
@@ -217,13 +234,17 @@ class Services:
         return self.supervisor.children if self.supervisor else []
 
 
+SCRAPE_EVERY_S = 5.0
+"""How often the capacity runs read ``/metrics`` (Prometheus's default is every 15 s)."""
+
+
 async def find_max(
     client: OrderClient,
     rates: list[float],
     *,
     step_seconds: float,
     top_seconds: float,
-    quiet: Callable[[], Awaitable[None]] = settle,
+    quiet: Callable[[], Awaitable[object]] = settle,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The highest rate that passes the 95 % rule, held; ``quiet`` runs after every step."""
     steps = []
@@ -273,8 +294,12 @@ async def saga_run(
         settings = Settings.of({**os.environ, **env})
         databases = [database_of(settings.dsn_for(service)) for service in SERVICES]
 
-        async def quiet() -> None:  # every step starts on vacuumed tables, as with autovacuum
-            await settle(admin_dsn=settings.pg_admin_dsn, databases=databases)
+        vacuums: list[float] = []
+
+        async def quiet() -> None:
+            # every step starts on vacuumed tables (this machine's PostgreSQL never vacuums by
+            # itself); the vacuum's own time, outside the steps, is recorded
+            vacuums.append(await settle(admin_dsn=settings.pg_admin_dsn, databases=databases))
 
         before = await counters(services.supervisor)
         started = time.monotonic()
@@ -285,6 +310,7 @@ async def saga_run(
         results["max_sustained_per_s"] = top["completed_per_s"]
         results["per_service"] = per_delivery(before, await counters(services.supervisor))
         results["per_service_window_s"] = round(time.monotonic() - started, 1)
+        results["vacuum_between_steps_s"] = [round(v, 3) for v in vacuums]
         peak = results["max_sustained_per_s"]
         for share in (10, 25, 50):
             await settle(15, admin_dsn=settings.pg_admin_dsn, databases=databases)
@@ -300,7 +326,12 @@ async def saga_run(
         for mode in ("off", "on", "off", "on"):
             await quiet()  # each run on vacuumed tables, not on the dead rows of the one before
             client = await services.start(ORDERFLOW_METRICS="true" if mode == "on" else "false")
-            step = await offer(client, rate=1.25 * peak, seconds=step_seconds)
+            assert services.supervisor is not None
+            scraper = asyncio.create_task(scraping(services.supervisor, every=SCRAPE_EVERY_S))
+            try:
+                step = await offer(client, rate=1.25 * peak, seconds=step_seconds)
+            finally:
+                scraper.cancel()
             capacity[mode].append(step["completed_per_s"])
         results["metrics_capacity_per_s"] = capacity
     finally:

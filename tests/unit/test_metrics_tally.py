@@ -42,6 +42,8 @@ def test_prometheus_sees_the_tallied_counts() -> None:
         METRICS.db_operations.add(1, pool)
     after = _sample("orderflow_db_client_operations_total", 'orderflow_pool="tally-test"')
     assert after - before == 7
+    # read again with nothing added: the same total, not the adds counted twice
+    assert _sample("orderflow_db_client_operations_total", 'orderflow_pool="tally-test"') == after
     assert "# TYPE orderflow_db_client_operations_total counter" in exposition().decode()
 
 
