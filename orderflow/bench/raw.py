@@ -109,11 +109,12 @@ QUIET_GAP_S = 0.01
 
 def critical_path(steps: int) -> tuple[int, int]:
     """(broker trips, transactions) from placing an order to the client seeing it end, for a
-    saga of ``steps`` steps: PlaceOrder, OrderCreated, per step a command and its reply,
-    ApproveOrder and OrderConfirmed (to the client); order_svc twice, the saga's start, per
-    step the participant and the saga's reply. The saga's own handling of OrderConfirmed is
-    off the path."""
-    return 4 + 2 * steps, 3 + 2 * steps
+    saga of ``steps`` steps (the order saga's: payment, inventory, approval): PlaceOrder,
+    OrderCreated, then per step a command and its reply — the last reply, OrderConfirmed, is
+    what the client sees; order_svc placing the order, the saga's start, per step the
+    participant and the saga's handling of the reply, but the last one's, which is off the
+    path."""
+    return 2 + 2 * steps, 1 + 2 * steps
 
 
 def _order_saga_path() -> tuple[int, int]:
