@@ -13,8 +13,9 @@
   under it: a saga's broker trips and transactions, each measured alone (``raw``);
 - efficiency: saga messages/s at the maximum (8 deliveries per saga) ÷ the measured raw
   publish-and-consume rate;
-- metrics cost: capacity with metrics on and off, alternated, same rate, each run on vacuumed
-  databases and with every service's ``/metrics`` read every 5 s;
+- metrics cost: capacity with metrics on and off, alternated, same rate, three runs each, each on
+  vacuumed databases and with every service's ``/metrics`` read every 5 s; and the services' CPU
+  per CONFIRMED order in those runs;
 - memory: resident size of each service at start, after the run, and after a second run.
 Every order takes the full path (charge, reserve, approve) and must end CONFIRMED: each step
 reports how many did, and the run says so. The load generator runs on the same two cores.
@@ -234,6 +235,8 @@ class Services:
         return self.supervisor.children if self.supervisor else []
 
 
+METRICS_PAIRS = 3
+"""Capacity runs with metrics off and on, alternated, this many of each."""
 SCRAPE_EVERY_S = 5.0
 """How often the capacity runs read ``/metrics`` (Prometheus's default is every 15 s)."""
 
@@ -321,19 +324,27 @@ async def saga_run(
         await settle()
         await offer(client, rate=top["offered_per_s"], seconds=top_seconds)  # the second run
         results["memory_after_second_run_mib"] = memory(services.supervisor)
-        # what metrics cost: capacity at 1.25 times the maximum, metrics on and off, alternated
+        # what metrics cost: capacity at 1.25 times the maximum, metrics on and off, alternated,
+        # and the services' CPU per CONFIRMED order meanwhile (capacity past the maximum moves
+        # by several per cent from run to run; the services' CPU per order much less)
         capacity: dict[str, list[float]] = {"on": [], "off": []}
-        for mode in ("off", "on", "off", "on"):
+        service_cpu: dict[str, list[float]] = {"on": [], "off": []}
+        for mode in ("off", "on") * METRICS_PAIRS:
             await quiet()  # each run on vacuumed tables, not on the dead rows of the one before
             client = await services.start(ORDERFLOW_METRICS="true" if mode == "on" else "false")
             assert services.supervisor is not None
+            pids = [c.process.pid for c in services.children if c.process is not None]
             scraper = asyncio.create_task(scraping(services.supervisor, every=SCRAPE_EVERY_S))
+            cpu_before = sum(cpu_seconds(pid) for pid in pids)
             try:
                 step = await offer(client, rate=1.25 * peak, seconds=step_seconds)
             finally:
                 scraper.cancel()
+            used = sum(cpu_seconds(pid) for pid in pids) - cpu_before
             capacity[mode].append(step["completed_per_s"])
+            service_cpu[mode].append(round(1000 * used / max(step["confirmed"], 1), 3))
         results["metrics_capacity_per_s"] = capacity
+        results["metrics_service_cpu_ms_per_order"] = service_cpu
     finally:
         await services.stop()
     everything = [
