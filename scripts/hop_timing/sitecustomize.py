@@ -69,30 +69,25 @@ def _install() -> None:
     from libs.outbox import relay, store
     from libs.service import runner
 
-    execute = asyncpg.connection.Connection._execute
+    def statements(original: Any, *, timed_elsewhere: bool) -> Any:
+        """``original`` (a Connection method taking the query first), timed per statement;
+        ``timed_elsewhere``: a call with arguments goes through ``_execute``, timed there."""
 
-    async def statement(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return await execute(self, query, *args, **kwargs)
-        finally:
-            words = " ".join(query.split()[:4])[:40]
-            timings[f"  statement: {words}"].append((time.perf_counter() - started) * 1000)
+        async def statement(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            if timed_elsewhere and args:
+                return await original(self, query, *args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return await original(self, query, *args, **kwargs)
+            finally:
+                words = " ".join(query.split()[:4])[:40]
+                timings[f"  statement: {words}"].append((time.perf_counter() - started) * 1000)
 
-    asyncpg.connection.Connection._execute = statement  # type: ignore[method-assign]
-    simple = asyncpg.connection.Connection.execute
+        return statement
 
-    async def simple_statement(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        if args:  # with arguments it goes through _execute, timed there
-            return await simple(self, query, *args, **kwargs)
-        started = time.perf_counter()
-        try:
-            return await simple(self, query, *args, **kwargs)
-        finally:
-            words = " ".join(query.split()[:4])[:40]
-            timings[f"  statement: {words}"].append((time.perf_counter() - started) * 1000)
-
-    asyncpg.connection.Connection.execute = simple_statement  # type: ignore[method-assign]
+    connection = asyncpg.connection.Connection
+    connection._execute = statements(connection._execute, timed_elsewhere=False)  # type: ignore[method-assign]
+    connection.execute = statements(connection.execute, timed_elsewhere=True)  # type: ignore[method-assign]
 
     def arrived() -> None:
         marks.setdefault("arrived", []).append(time.perf_counter())
