@@ -14,7 +14,7 @@ from typing import Any
 from contracts.inventory import ReleaseInventory, ReserveInventory
 from inventory_svc.adapters import repository
 from inventory_svc.domain.model import ReservationStatus, release, reserve
-from libs.messages.envelope import Envelope
+from libs.messages import Envelope
 from libs.pg import Conn
 from libs.service import Handler, HandlerContext
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from contracts.payment import ProcessPayment, RefundPayment
-from libs.messages.envelope import Envelope
+from libs.messages import Envelope
 from libs.pg import Conn
 from libs.service import Handler, HandlerContext
 from payment_svc.adapters import repository

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -83,6 +87,10 @@ class Browser:
             try:
                 found = await self.call(check)
             except (NoSuchElementException, StaleElementReferenceException):
+                found = None
+            except WebDriverException as exc:  # a node of the page that was just left
+                if "does not belong to the document" not in str(exc):
+                    raise
                 found = None
             if found:
                 return found
