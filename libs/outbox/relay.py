@@ -89,13 +89,13 @@ RELAY = "orderflow.relay"
 LEADER = "orderflow.relay.leader"
 _PUBLISH = {"orderflow.operation": "publish"}
 JITTER = 0.5
-HANDED_MAX = 4
-CLAIMED_KEPT = 4
-"""Batches of claimed ids remembered, to refuse them from a writer that hands them over late."""
-"""Batches of handed-over rows a relay holds in memory at most; past that, writers' rows are
-claimed from the table."""
 """Relay delays use equal jitter (at least half the exponential ceiling): they still grow, so
 ``max_attempts`` keeps meaning a span of time, while replicas and rows do not retry in step."""
+HANDED_MAX = 4
+"""Batches of handed-over rows a relay holds in memory at most; past that, writers' rows are
+claimed from the table."""
+CLAIMED_KEPT = 4
+"""Batches of claimed ids remembered, to refuse them from a writer that hands them over late."""
 
 
 class OutboxRelay:
