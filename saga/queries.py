@@ -8,7 +8,7 @@ from typing import Any
 from libs.pg import Conn
 from saga.domain.order_saga import NAME, order_saga
 
-__all__ = ["check_tables", "race_counts"]
+__all__ = ["check_tables", "race_counts", "resent_messages"]
 
 
 async def check_tables(
@@ -52,3 +52,16 @@ async def race_counts(conn: Conn) -> dict[str, int]:
     )
     assert row is not None
     return dict(row)
+
+
+async def resent_messages(conn: Conn) -> dict[str, int]:
+    """Per message id, how many times the saga sent that command again (on its deadline or an
+    operator's retry): each re-send carries the first one's id, so an inbox absorbs it."""
+    rows = await conn.fetch(
+        """SELECT detail->>'message_id' AS message_id, count(*) AS n FROM saga_log
+            WHERE saga = $1 AND event IN ('retry', 'operator_retry')
+              AND detail ? 'message_id'
+            GROUP BY 1""",
+        NAME,
+    )
+    return {r["message_id"]: r["n"] for r in rows}

@@ -26,6 +26,9 @@ class Duplicator:
         self._rng = random.Random(seed)
         self._channel: Any = None
         self.copied: list[str] = []  # message ids of the copies the broker confirmed
+        # copies sent whose confirm never came (nacked, unanswered, cut by close, or still
+        # awaited): they may have arrived, so an inbox absorbing one is no surprise
+        self.uncertain: list[str] = []
         self.active = True
 
     async def start(self) -> None:
@@ -40,6 +43,8 @@ class Duplicator:
         if not self.active or MARK in headers or self._rng.random() >= self._share:
             return
         headers[MARK] = 1
+        message_id = message.message_id or ""
+        self.uncertain.append(message_id)  # until its confirm: a cancelled publish may arrive
         outcome = await self._publisher.publish_many(
             [
                 Outgoing.copy_of(
@@ -51,7 +56,8 @@ class Duplicator:
             ]
         )
         if outcome[0] is None:
-            self.copied.append(message.message_id or "")
+            self.uncertain.remove(message_id)
+            self.copied.append(message_id)
 
     async def close(self) -> None:
         self.active = False

@@ -47,6 +47,7 @@ from orderflow.load import plan
 from orderflow.setup import setup
 from orderflow.supervisor import Child, Supervisor
 from orderflow.system import SYSTEM
+from saga import queries as saga_queries
 
 QUIESCE_LIMIT = 30.0
 MIX = {"ok": 80, "declined": 10, "out-of-stock": 10}
@@ -67,6 +68,8 @@ class ChaosReport:
     charged_twice: int = 0
     refunds: int = 0
     duplicates_absorbed: int = 0
+    saga_resends: int = 0  # commands the saga sent again on a deadline (absorbed like copies)
+    uncertain_copies: int = 0  # copies the duplicator sent without a confirm coming back
     dead_letters: int = 0
     bad_messages_injected: int = 0
     answered: int = 0  # bad messages answered with a refusal instead of a dead letter
@@ -159,6 +162,12 @@ async def _refused(settings: Settings, order_ids: list[str]) -> set[str]:
     """Which of these orders are stored refused (answered with OrderRejected, no saga)."""
     async with connection(settings.dsn_for("order_svc")) as conn:
         return await order_queries.refused_among(conn, order_ids)
+
+
+async def _resent(settings: Settings) -> Counter[str]:
+    """Per message id, how many times the saga re-sent that command."""
+    async with connection(settings.dsn_for("saga")) as conn:
+        return Counter(await saga_queries.resent_messages(conn))
 
 
 async def _statuses(settings: Settings, order_ids: list[str]) -> dict[str, str]:
@@ -337,18 +346,26 @@ async def _fill(
     report.refunds = int(result.figures.get("refunds", 0))
     lines = [line.partition("| ")[2] for line in log.splitlines()]
     # one consumer.duplicate record per copy a consumer's inbox skipped, with its message id
-    absorbed = Counter(
-        record.get("message_id")
+    absorbed: Counter[str] = Counter(
+        str(record.get("message_id"))
         for record in map(_record, lines)
         if record.get("event") == "consumer.duplicate"
     )
     report.duplicates_absorbed = sum(absorbed.values())
     duplicator = ctx.extra.get("duplicator")
-    for message_id in getattr(duplicator, "copied", ()):
-        if absorbed[message_id]:
-            ctx.faults.saw("copies injected")
-        else:
-            ctx.faults.miss("copies injected", f"the copy of {message_id} was never absorbed")
+    if duplicator is not None:
+        for message_id in duplicator.copied:
+            if absorbed[message_id]:
+                ctx.faults.saw("copies injected")
+            else:
+                ctx.faults.miss("copies injected", f"the copy of {message_id} was never absorbed")
+        # a saga re-sends an unanswered command on its deadline with the same id, by design
+        resent = await _resent(settings)
+        report.saga_resends = sum(resent.values())
+        report.uncertain_copies = len(duplicator.uncertain)
+        report.violations += verify.unexplained_duplicates(
+            absorbed, copied=duplicator.copied, uncertain=duplicator.uncertain, resent=resent
+        )
     if any(line.startswith(FORGED_LOG_LINE) for line in lines):
         report.violations.append("a forged log line got into the service logs")
     letters = await list_letters(settings)

@@ -31,7 +31,9 @@ class BrokerRestart(Scenario):
             raise RuntimeError("broker-restart needs rabbitmqctl (a local RabbitMQ)")
         vhost = vhost_of(ctx.env["ORDERFLOW_AMQP_URL"])
         turn = 0
-        while await ctx.pause(1, 3):
+        # At least one of each, even past the window: on a slow machine a drop (four
+        # rabbitmqctl calls) can outlast a short window, and the scenario exists for both.
+        while await ctx.pause(1, 3) or turn < 2:
             turn += 1  # a drop first: it is quick, and so is the restart after it
             if turn % 2:
                 await self._drop(ctx, vhost)
@@ -169,7 +171,7 @@ class NetworkFaults(Scenario):
 
     async def inject(self, ctx: Context) -> None:
         turn = 0
-        while await ctx.pause(1, 2.5):
+        while await ctx.pause(1, 2.5) or turn < 2:  # each proxy's first cut, even past the window
             name = ("amqp", "pg")[turn % 2]
             faults = ("reset", "blackhole") if turn < 2 else ("latency", "reset", "blackhole")
             turn += 1

@@ -12,6 +12,10 @@ effect and records it as observed, or as missed with the reason:
   with the code a fault point exits with, as many times as it wrote the marker;
 - proxy faults: the proxy counted the connections it carried, reset, blackholed or delayed, and
   the broker and the database see the services' connections coming from the proxy's sockets;
+- duplicates: every copy the duplicator injected was absorbed by an inbox, and every duplicate
+  an inbox absorbed is one of those copies, a saga's re-send of a command on its deadline (same
+  message id, by design) or a copy whose confirm never came (it may have arrived): anything else
+  was published twice by nobody's intent;
 - replicas: the broker lists consumers of each service's queue on as many connections as the
   service has replicas, the processes said at start which consumer mode they run, and the
   participants logged ``lock.contended`` when two handlers of one order met (libs.pg.locks).
@@ -252,6 +256,30 @@ def routing_problems(name: str, seen: Mapping[str, list[int]], proxy_ports: set[
                 f"{who} reaches {name} directly, not through the proxy (peer ports {direct})"
             )
     return problems
+
+
+# -- duplicates -----------------------------------------------------------------------------
+
+
+def unexplained_duplicates(
+    absorbed: Counter[str],
+    *,
+    copied: Iterable[str],
+    uncertain: Iterable[str] = (),
+    resent: Counter[str] | None = None,
+) -> list[str]:
+    """The duplicates consumers absorbed (``absorbed``: per message id, how many copies an inbox
+    skipped) that nothing explains: not a copy the duplicator injected (``copied``), nor a copy
+    whose confirm never came (``uncertain``), nor a saga's re-send of that message
+    (``resent``). Each such one was published again by nobody's intent."""
+    explained = Counter(copied) + Counter(uncertain) + (resent or Counter())
+    return [
+        f"message {message_id} was absorbed as a duplicate {count} times but only "
+        f"{explained[message_id]} copies of it were injected or re-sent: something published "
+        "it again"
+        for message_id, count in sorted(absorbed.items())
+        if count > explained[message_id]
+    ]
 
 
 # -- replicas -------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ def chaos(
         ("charged twice", report.charged_twice),
         ("refunds", report.refunds),
         ("duplicates absorbed by inboxes", report.duplicates_absorbed),
+        ("commands the saga re-sent on a deadline", report.saga_resends),
         (
             "dead letters",
             f"{report.dead_letters} (bad messages injected: {report.bad_messages_injected})",

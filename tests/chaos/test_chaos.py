@@ -100,7 +100,11 @@ async def test_network_faults_lose_nothing() -> None:
 async def test_redelivered_duplicates_are_all_absorbed() -> None:
     report = await short_run("duplicates")
     assert report.faults["copies injected"] > 0
-    assert report.duplicates_absorbed == report.faults["copies injected"]  # counted in the logs
+    # counted in the logs: every copy absorbed, and nothing else absorbed but the saga's own
+    # re-sends and copies whose confirm never came (each unexplained one is a violation)
+    copies = report.faults["copies injected"]
+    assert copies <= report.duplicates_absorbed
+    assert report.duplicates_absorbed <= copies + report.saga_resends + report.uncertain_copies
 
 
 async def test_every_bad_message_ends_in_a_dead_letter_queue_and_no_good_one_is_lost() -> None:

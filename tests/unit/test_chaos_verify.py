@@ -217,6 +217,73 @@ async def test_the_broker_scenario_reports_a_restart_that_did_not_happen(
     assert "did not restart" in violations[0]
 
 
+async def test_the_broker_scenario_injects_each_fault_once_even_when_the_window_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow machine can spend a short window on the first drop: the restart still comes."""
+    done: list[str] = []
+
+    async def drop(ctx: Any, vhost: str) -> None:
+        done.append("drop")
+
+    async def restart(ctx: Any) -> None:
+        done.append("restart")
+
+    scenario = scenarios.BrokerRestart()
+    monkeypatch.setattr(scenario, "_drop", drop)
+    monkeypatch.setattr(scenario, "_restart", restart)
+    monkeypatch.setattr("orderflow.chaos.infrastructure.shutil.which", lambda name: name)
+    ctx = _context()  # stop_at 0: the window closed before the first fault
+    ctx.extra["env"] = {"ORDERFLOW_AMQP_URL": "amqp://u:p@127.0.0.1:5672/ofchaos_1"}
+    await scenario.inject(ctx)
+    assert done == ["drop", "restart"]
+
+
+async def test_the_network_scenario_cuts_each_proxy_once_even_when_the_window_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done: list[str] = []
+
+    async def fault(ctx: Any, name: str, kind: str) -> None:
+        done.append(f"{kind} on {name}")
+
+    scenario = scenarios.NetworkFaults()
+    monkeypatch.setattr(scenario, "_fault", fault)
+    await scenario.inject(_context())
+    assert [d.split(" on ")[1] for d in done] == ["amqp", "pg"]
+    assert all(d.split(" on ")[0] in ("reset", "blackhole") for d in done)
+
+
+# -- duplicates -----------------------------------------------------------------------------
+
+
+def test_an_absorbed_duplicate_nobody_injected_or_re_sent_is_reported() -> None:
+    absorbed = Counter({"copy-1": 1, "resent-1": 2, "late-1": 1, "twice-1": 2})
+    problems = verify.unexplained_duplicates(
+        absorbed,
+        copied=["copy-1", "twice-1"],
+        uncertain=["late-1"],
+        resent=Counter({"resent-1": 2}),
+    )
+    assert problems == [
+        "message twice-1 was absorbed as a duplicate 2 times but only 1 copies of it were "
+        "injected or re-sent: something published it again"
+    ]
+    absorbed["stray-1"] += 1
+    assert (
+        len(
+            verify.unexplained_duplicates(
+                absorbed,
+                copied=["copy-1", "twice-1", "twice-1"],
+                uncertain=["late-1"],
+                resent=Counter({"resent-1": 2}),
+            )
+        )
+        == 1
+    )
+    assert verify.unexplained_duplicates(Counter({"copy-1": 1}), copied=["copy-1", "copy-1"]) == []
+
+
 # -- crashes at fault points ----------------------------------------------------------------
 
 
