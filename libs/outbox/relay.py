@@ -360,6 +360,11 @@ class OutboxRelay:
                 held_back=held_back,
                 dead=dead,
                 first_error=(failed[0][1] if failed else None),
+                # sent again later with the same id (they may have arrived): for the duplicates'
+                # accounting of a chaos run; at most a batch of ids
+                unanswered_ids=[
+                    r.message_id for r in rows if isinstance(outcomes.get(r.id), ConfirmUnknown)
+                ],
             )
         return unanswered
 

@@ -184,7 +184,8 @@ class MessageRunner:
         work.duplicate = True
         self.stats.duplicates += 1
         with self._current(work):
-            log.info("consumer.duplicate")
+            # redelivered: the broker sent it again (an ack lost with its channel), not a copy
+            log.info("consumer.duplicate", redelivered=bool(work.delivery.redelivered))
 
     # -- reading ---------------------------------------------------------------------------
     def _open(self, delivery: Delivery) -> Work:

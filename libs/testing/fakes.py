@@ -25,6 +25,7 @@ class FakeDelivery:
     routing_key: str | None = "test"
     correlation_id: str | None = None
     timestamp: datetime | None = None
+    redelivered: bool = False
     settled: list[str] = field(default_factory=list)
 
     @property

@@ -69,7 +69,9 @@ class ChaosReport:
     refunds: int = 0
     duplicates_absorbed: int = 0
     saga_resends: int = 0  # commands the saga sent again on a deadline (absorbed like copies)
-    uncertain_copies: int = 0  # copies the duplicator sent without a confirm coming back
+    # copies the duplicator sent, and rows a relay published, without a confirm coming back
+    uncertain_copies: int = 0
+    redelivered_duplicates: int = 0  # absorbed copies the broker itself delivered again
     dead_letters: int = 0
     bad_messages_injected: int = 0
     answered: int = 0  # bad messages answered with a refusal instead of a dead letter
@@ -345,26 +347,27 @@ async def _fill(
     report.charged_twice = int(result.figures.get("double_charges", 0))
     report.refunds = int(result.figures.get("refunds", 0))
     lines = [line.partition("| ")[2] for line in log.splitlines()]
-    # one consumer.duplicate record per copy a consumer's inbox skipped, with its message id
-    absorbed: Counter[str] = Counter(
-        str(record.get("message_id"))
-        for record in map(_record, lines)
-        if record.get("event") == "consumer.duplicate"
-    )
-    report.duplicates_absorbed = sum(absorbed.values())
+    absorbed, redelivered, republished = verify.absorbed_duplicates(map(_record, lines))
+    report.duplicates_absorbed = sum(absorbed.values()) + redelivered
+    report.redelivered_duplicates = redelivered
     duplicator = ctx.extra.get("duplicator")
     if duplicator is not None:
-        for message_id in duplicator.copied:
-            if absorbed[message_id]:
-                ctx.faults.saw("copies injected")
-            else:
-                ctx.faults.miss("copies injected", f"the copy of {message_id} was never absorbed")
+        copies = Counter(duplicator.copied)  # an id copied twice (a re-send copied too): two
+        for message_id, count in copies.items():
+            absorbed_copies = min(count, absorbed[message_id])
+            if absorbed_copies:
+                ctx.faults.saw("copies injected", absorbed_copies)
+            for _ in range(count - absorbed_copies):
+                ctx.faults.miss("copies injected", f"a copy of {message_id} was never absorbed")
         # a saga re-sends an unanswered command on its deadline with the same id, by design
         resent = await _resent(settings)
         report.saga_resends = sum(resent.values())
-        report.uncertain_copies = len(duplicator.uncertain)
+        report.uncertain_copies = len(duplicator.uncertain) + sum(republished.values())
         report.violations += verify.unexplained_duplicates(
-            absorbed, copied=duplicator.copied, uncertain=duplicator.uncertain, resent=resent
+            absorbed,
+            copied=duplicator.copied,
+            uncertain=[*duplicator.uncertain, *republished.elements()],
+            resent=resent,
         )
     if any(line.startswith(FORGED_LOG_LINE) for line in lines):
         report.violations.append("a forged log line got into the service logs")

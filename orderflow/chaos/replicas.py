@@ -82,7 +82,9 @@ class Replicas(KillStorm):
         env = ctx.env
         expected = {queue.name: self.replicas for queue in SYSTEM.queues.values()}
         await ctx.supervisor.wait_ready(timeout=90)  # every replica back before counting
-        deadline = time.monotonic() + 15  # a restarted replica's consumers may still be coming
+        # a restarted replica's consumers may still be coming; each probe is two rabbitmqctl
+        # calls, seconds each on a slow day
+        deadline = time.monotonic() + 60
         while True:
             consumers = await verify.queue_consumers(vhost_of(env["ORDERFLOW_AMQP_URL"]))
             problems = verify.replica_problems(consumers, expected)

@@ -261,6 +261,27 @@ def routing_problems(name: str, seen: Mapping[str, list[int]], proxy_ports: set[
 # -- duplicates -----------------------------------------------------------------------------
 
 
+def absorbed_duplicates(
+    records: Iterable[Mapping[str, Any]],
+) -> tuple[Counter[str], int, Counter[str]]:
+    """From the services' log records: per message id, the copies an inbox skipped that the
+    broker did not redeliver (``consumer.duplicate``, one record per copy); how many it did
+    redeliver (an ack lost with its channel: explained by itself); and per message id, how often
+    a relay got no answer for it (``relay.publish_failed``: it is sent again, same id)."""
+    absorbed: Counter[str] = Counter()
+    redelivered = 0
+    republished: Counter[str] = Counter()
+    for record in records:
+        event = record.get("event")
+        if event == "consumer.duplicate" and record.get("redelivered"):
+            redelivered += 1
+        elif event == "consumer.duplicate":
+            absorbed[str(record.get("message_id"))] += 1
+        elif event == "relay.publish_failed":
+            republished.update(str(m) for m in record.get("unanswered_ids") or ())
+    return absorbed, redelivered, republished
+
+
 def unexplained_duplicates(
     absorbed: Counter[str],
     *,

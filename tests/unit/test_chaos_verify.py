@@ -257,6 +257,21 @@ async def test_the_network_scenario_cuts_each_proxy_once_even_when_the_window_is
 # -- duplicates -----------------------------------------------------------------------------
 
 
+def test_duplicates_are_read_from_the_log_records_redeliveries_apart() -> None:
+    records = [
+        {"event": "consumer.duplicate", "message_id": "m1", "redelivered": False},
+        {"event": "consumer.duplicate", "message_id": "m1"},
+        {"event": "consumer.duplicate", "message_id": "m2", "redelivered": True},
+        {"event": "consumer.handled", "message_id": "m3"},
+        {"event": "relay.publish_failed", "unanswered_ids": ["m4", "m5"], "failed": 0},
+        {"event": "relay.publish_failed", "failed": 1},
+    ]
+    absorbed, redelivered, republished = verify.absorbed_duplicates(records)
+    assert absorbed == Counter({"m1": 2})
+    assert redelivered == 1
+    assert republished == Counter({"m4": 1, "m5": 1})
+
+
 def test_an_absorbed_duplicate_nobody_injected_or_re_sent_is_reported() -> None:
     absorbed = Counter({"copy-1": 1, "resent-1": 2, "late-1": 1, "twice-1": 2})
     problems = verify.unexplained_duplicates(
