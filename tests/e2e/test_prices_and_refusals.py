@@ -161,7 +161,7 @@ async def test_a_wrong_price_is_answered_with_a_rejection_and_nothing_is_charged
         assert await system.scalar("payment_svc", ALICE) == Decimal("1000.00")
         assert await dead_letters(system) == []
         # the saga hears the rejection, knows no such order and does nothing
-        for _ in range(50):
+        for _ in range(300):
             if "saga.reply_for_unknown_instance" in system.log.getvalue():
                 break
             await asyncio.sleep(0.1)

@@ -11,6 +11,7 @@ import os
 import ssl
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -201,9 +202,16 @@ async def test_postgresql_over_tls_verifying_the_server_certificate(provisioned:
         await admin.execute(f"ALTER SYSTEM SET ssl_key_file = '{pki.server_key}'")
         await admin.execute("ALTER SYSTEM SET ssl = on")
         await admin.execute("SELECT pg_reload_conf()")
-        await asyncio.sleep(0.5)
         dsn = provisioned.dsn_for("payment_svc") + f"?sslmode=verify-full&sslrootcert={pki.ca_cert}"
-        conn = await asyncpg.connect(dsn)
+        deadline = time.monotonic() + 10  # the postmaster reloads its configuration when it can
+        while True:
+            try:
+                conn = await asyncpg.connect(dsn)
+                break
+            except (OSError, asyncpg.PostgresError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
         assert (
             await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
         )

@@ -38,11 +38,12 @@ async def test_a_committed_row_is_published_and_confirmed_without_waiting_for_a_
         conn = await connect(pg_dsn)
         started = time.monotonic()
         [message_id] = await write_events(conn, [Noted(key="a", seq=1)])
-        got = await collect(s.connection, WATCH, count=1, timeout=3)
+        got = await collect(s.connection, WATCH, count=1, timeout=15)
         elapsed = time.monotonic() - started
         assert [m.message_id for m in got] == [message_id]
-        # the sweep is 60 s: only the NOTIFY wake-up can explain a delivery within a second
-        assert elapsed < 1.0
+        # the sweep is 60 s: only the NOTIFY wake-up explains a delivery within 15 s (well
+        # under one here; seconds on a slow day)
+        assert elapsed < 15
         assert got[0].delivery_mode == 2 and got[0].type == "test.noted.v1"
         await wait_until(lambda: conn.fetchval("SELECT published_at IS NOT NULL FROM outbox"))
         await conn.close()

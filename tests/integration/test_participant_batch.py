@@ -262,14 +262,15 @@ async def test_a_busy_order_sends_the_batch_to_one_command_per_transaction(
             assert [
                 tuple(r) for r in await observer.fetch("SELECT order_id::text FROM payments")
             ] == [(A,)]
-            await asyncio.sleep(0.3)
-            assert not handled.done()
-            assert (
-                await observer.fetchval(
+            deadline = time.monotonic() + 10  # B goes on to wait for the holder's lock
+            while (
+                waiting := await observer.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
                 )
-                == 1
-            )
+            ) == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert waiting == 1
+            assert not handled.done()
         await tx.commit()
         state, counted = await asyncio.wait_for(handled, 10)
     finally:

@@ -52,8 +52,8 @@ async def commit(conn: Conn, relay: OutboxRelay, *events: Noted) -> list[str]:
 
 
 async def idle_leader(relay: OutboxRelay) -> None:
-    await wait_until(lambda: relay.is_leader, timeout=10)
-    await asyncio.sleep(0.2)  # its catch-up claim is over
+    await wait_until(lambda: relay.is_leader and relay.claims >= 1, timeout=10)
+    await asyncio.sleep(0.1)  # its catch-up claim found nothing and is over
 
 
 async def unpublished(conn: Conn) -> int:
@@ -97,7 +97,7 @@ async def test_a_row_behind_an_unpublished_row_of_its_aggregate_waits_for_it(
             # x0 committed where no relay hears of it (another replica whose NOTIFY is late)
             [first] = await write_events(conn, [Noted(key="x", seq=0)], notify=False)
             [second] = await commit(conn, relay, Noted(key="x", seq=1))
-            got = await collect(s.connection, WATCH, count=2, timeout=1.5)
+            got = await collect(s.connection, WATCH, count=2, timeout=5)  # sweep: a minute
         order = [m.message_id for m in got]
         if guarded:
             assert order == [first, second]

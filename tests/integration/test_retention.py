@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -161,7 +162,12 @@ async def test_only_the_relay_leader_prunes(leading: bool) -> None:
             run_retention(pool, Relay(leading), every_kind(settings), settings, stopping)  # type: ignore[arg-type]
         )
         try:
-            await asyncio.sleep(1.0)
+            # a leader prunes within a few rounds (seconds on a slow day); a standby never does
+            deadline = time.monotonic() + (10.0 if leading else 1.0)
+            while time.monotonic() < deadline:
+                if leading and (await counts(dsn))["inbox"] == 0:
+                    break
+                await asyncio.sleep(0.1)
         finally:
             stopping.set()
             await task

@@ -42,7 +42,7 @@ async def test_a_committed_unit_writes_its_state_and_messages_together_and_wakes
         assert await _rows(listener, "SELECT count(*) FROM notes") == 1
         ids = await listener.fetch("SELECT message_id::text FROM outbox")
         assert [r["message_id"] for r in ids] == [envelope.id]
-        for _ in range(50):
+        for _ in range(500):
             if heard:
                 break
             await asyncio.sleep(0.02)
