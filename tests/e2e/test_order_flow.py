@@ -94,7 +94,9 @@ async def test_a_participant_that_never_answers_leads_to_compensation_within_the
         assert system.status(order_id) == "REJECTED"
         assert "no reply" in (system.client.outcomes[order_id].reason or "")
         # two sends of 2 s each, then compensation: timed out 4 s after the step's first send,
-        # give or take the timer's work (from the saga log, whatever the machine's speed)
+        # give or take the timer's work (from the saga log, whatever the machine's speed; a log
+        # row's time is its insert's, a few ms after the "now" its deadline was counted from;
+        # one send alone would time out after 2 s)
         waited = await system.scalar(
             "saga",
             """SELECT extract(epoch FROM max(at) FILTER (WHERE event = 'timed_out')
@@ -104,7 +106,7 @@ async def test_a_participant_that_never_answers_leads_to_compensation_within_the
                  FROM saga_log WHERE saga_id = $1""",
             order_id,
         )
-        assert 2 * 2 <= float(waited) < 2 * 2 + 1.5, waited
+        assert 2 * 2 - 0.5 <= float(waited) < 2 * 2 + 1.5, waited
         assert await system.scalar(
             "payment_svc", "SELECT balance FROM customers WHERE id='alice'"
         ) == Decimal("1000.00")
