@@ -330,7 +330,11 @@ class OutboxRelay:
             for r in rows
             if (o := outcomes.get(r.id)) is not None and not isinstance(o, ConfirmUnknown)
         ]
-        unanswered = sum(isinstance(o, ConfirmUnknown) for o in outcomes.values())
+        # no answer: sent again later with the same id, and they may have arrived already
+        unanswered_ids = [
+            r.message_id for r in rows if isinstance(outcomes.get(r.id), ConfirmUnknown)
+        ]
+        unanswered = len(unanswered_ids)
         held_back = len(rows) - len(outcomes)
         await store.mark_published(worker, confirmed)
         dead = await store.mark_failed(worker, failed, max_attempts=self._settings.max_attempts)
@@ -360,11 +364,7 @@ class OutboxRelay:
                 held_back=held_back,
                 dead=dead,
                 first_error=(failed[0][1] if failed else None),
-                # sent again later with the same id (they may have arrived): for the duplicates'
-                # accounting of a chaos run; at most a batch of ids
-                unanswered_ids=[
-                    r.message_id for r in rows if isinstance(outcomes.get(r.id), ConfirmUnknown)
-                ],
+                unanswered_ids=unanswered_ids,  # at most a batch: the duplicates to expect
             )
         return unanswered
 
