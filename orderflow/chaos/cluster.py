@@ -111,10 +111,9 @@ class BrokerNodeKill(Scenario):
         return {"ORDERFLOW_AMQP_URL": ",".join(urls[shift:] + urls[:shift])}
 
     async def inject(self, ctx: Context) -> None:
-        turn = 0
-        # no kill in the last seconds: orders placed after each kill show the recovery
-        while await ctx.pause(1, 2) and ctx.remaining() > 5:
-            turn += 1  # a cut first (it is quick), then two kills, and so on
+        async for turn in ctx.turns(1, 2):  # a cut first (it is quick), then two kills, …
+            if ctx.remaining() <= 5:  # no kill in the last seconds: later orders show recovery
+                break
             if turn % 3 == 1:
                 self._cut(ctx)
             else:

@@ -362,12 +362,10 @@ async def _fill(
         # a saga re-sends an unanswered command on its deadline with the same id, by design
         resent = await _resent(settings)
         report.saga_resends = sum(resent.values())
-        report.uncertain_copies = len(duplicator.uncertain) + sum(republished.values())
+        uncertain = [*duplicator.uncertain, *republished.elements()]
+        report.uncertain_copies = len(uncertain)
         report.violations += verify.unexplained_duplicates(
-            absorbed,
-            copied=duplicator.copied,
-            uncertain=[*duplicator.uncertain, *republished.elements()],
-            resent=resent,
+            absorbed, copied=duplicator.copied, uncertain=uncertain, resent=resent
         )
     if any(line.startswith(FORGED_LOG_LINE) for line in lines):
         report.violations.append("a forged log line got into the service logs")

@@ -30,11 +30,8 @@ class BrokerRestart(Scenario):
         if not shutil.which("rabbitmqctl"):
             raise RuntimeError("broker-restart needs rabbitmqctl (a local RabbitMQ)")
         vhost = vhost_of(ctx.env["ORDERFLOW_AMQP_URL"])
-        turn = 0
-        # At least one of each, even past the window: on a slow machine a drop (four
-        # rabbitmqctl calls) can outlast a short window, and the scenario exists for both.
-        while await ctx.pause(1, 3) or turn < 2:
-            turn += 1  # a drop first: it is quick, and so is the restart after it
+        # a drop first (four rabbitmqctl calls: it can take a short window), then a restart
+        async for turn in ctx.turns(1, 3, at_least=2):
             if turn % 2:
                 await self._drop(ctx, vhost)
             else:
@@ -170,11 +167,9 @@ class NetworkFaults(Scenario):
         return out
 
     async def inject(self, ctx: Context) -> None:
-        turn = 0
-        while await ctx.pause(1, 2.5) or turn < 2:  # each proxy's first cut, even past the window
-            name = ("amqp", "pg")[turn % 2]
-            faults = ("reset", "blackhole") if turn < 2 else ("latency", "reset", "blackhole")
-            turn += 1
+        async for turn in ctx.turns(1, 2.5, at_least=2):  # each proxy's first fault a cut
+            name = ("amqp", "pg")[(turn - 1) % 2]
+            faults = ("reset", "blackhole") if turn <= 2 else ("latency", "reset", "blackhole")
             await self._fault(ctx, name, ctx.rng.choice(faults))
 
     async def _fault(self, ctx: Context, name: str, fault: str) -> None:

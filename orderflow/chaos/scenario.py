@@ -8,7 +8,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -55,6 +55,16 @@ class Context:
         """Sleep a random while; False when the fault window closed meanwhile."""
         await asyncio.sleep(min(self.rng.uniform(low, high), max(0.0, self.remaining())))
         return self.remaining() > 0
+
+    async def turns(self, low: float, high: float, *, at_least: int = 0) -> AsyncIterator[int]:
+        """Turns 1, 2, … each after a random pause (:meth:`pause`) until the fault window closes,
+        but at least ``at_least`` of them however long the earlier ones took: on a slow machine
+        one fault can outlast a short window, and a scenario must still inject each kind it
+        exists for."""
+        turn = 0
+        while await self.pause(low, high) or turn < at_least:
+            turn += 1
+            yield turn
 
     def later(self, delay: float, coro: Any) -> None:
         async def run() -> None:
@@ -105,10 +115,8 @@ class KillStorm(Scenario):
     kill_every = (1.0, 4.0)  # seconds between kills, drawn uniformly
 
     async def inject(self, ctx: Context) -> None:
-        turn = 0
-        while await ctx.pause(*self.kill_every):
+        async for turn in ctx.turns(*self.kill_every):
             ready = [c for c in ctx.supervisor.children if c.alive and c.ready.is_set()]
-            turn += 1
             candidates = self._candidates(ready, turn) or ready
             if not candidates:
                 continue

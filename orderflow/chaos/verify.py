@@ -14,8 +14,8 @@ effect and records it as observed, or as missed with the reason:
   the broker and the database see the services' connections coming from the proxy's sockets;
 - duplicates: every copy the duplicator injected was absorbed by an inbox, and every duplicate
   an inbox absorbed is one of those copies, a saga's re-send of a command on its deadline (same
-  message id, by design) or a copy whose confirm never came (it may have arrived): anything else
-  was published twice by nobody's intent;
+  message id, by design), a copy or outbox row whose confirm never came (it may have arrived)
+  or a redelivery by the broker: anything else was published twice by nobody's intent;
 - replicas: the broker lists consumers of each service's queue on as many connections as the
   service has replicas, the processes said at start which consumer mode they run, and the
   participants logged ``lock.contended`` when two handlers of one order met (libs.pg.locks).
@@ -277,8 +277,10 @@ def absorbed_duplicates(
             redelivered += 1
         elif event == "consumer.duplicate":
             absorbed[str(record.get("message_id"))] += 1
-        elif event == "relay.publish_failed":
-            republished.update(str(m) for m in record.get("unanswered_ids") or ())
+        elif event == "relay.publish_failed" and isinstance(
+            ids := record.get("unanswered_ids"), list
+        ):
+            republished.update(map(str, ids))
     return absorbed, redelivered, republished
 
 
