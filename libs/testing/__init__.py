@@ -1,4 +1,5 @@
 """Test support for systems built on the toolkit: fakes, isolated infrastructure, an OTLP
-receiver, TLS material. Import the module you need; none is imported by the package itself."""
+receiver, TLS material, waiting for a condition. Import the module you need; none is imported
+by the package itself."""
 
-__all__ = ["fakes", "infra", "otlp", "tls"]
+__all__ = ["fakes", "infra", "otlp", "tls", "waiting"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
 from decimal import Decimal
 
 import pytest
+
+from libs.testing.waiting import wait_until
 
 from .conftest import System, running_system
 
@@ -70,14 +70,13 @@ async def test_orders_placed_while_payment_is_down_are_pending_and_all_finish_on
         [payment] = system.supervisor.of("payment_svc")
         await system.supervisor.kill(payment, signal.SIGTERM)
         ids = [await system.place("carol", ("SPROCKET", 1, "2.25")) for _ in range(50)]
-        deadline = time.monotonic() + 30  # order_svc stores them as they come (slow days: later)
-        while (
-            pending := await system.scalar(
-                "order_svc", "SELECT count(*) FROM orders WHERE status='PENDING'"
-            )
-        ) < 50 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert pending == 50
+        pending = "SELECT count(*) FROM orders WHERE status='PENDING'"
+
+        async def all_stored() -> bool:  # order_svc stores them as they come (slow days: later)
+            return await system.scalar("order_svc", pending) == 50
+
+        await wait_until(all_stored, timeout=30, interval=0.2)
+        assert await system.scalar("order_svc", pending) == 50
         assert all(system.status(o) == "PENDING" for o in ids)
         await system.supervisor.start(payment)
         await system.wait(ids, timeout=60)

@@ -17,6 +17,7 @@ import aio_pika
 import pytest
 
 from contracts.order import PlaceOrder
+from libs.testing.waiting import wait_until
 from order_svc.catalog import list_items, set_price
 from orderflow.check import check
 from orderflow.dlq import list_letters
@@ -161,10 +162,9 @@ async def test_a_wrong_price_is_answered_with_a_rejection_and_nothing_is_charged
         assert await system.scalar("payment_svc", ALICE) == Decimal("1000.00")
         assert await dead_letters(system) == []
         # the saga hears the rejection, knows no such order and does nothing
-        for _ in range(300):
-            if "saga.reply_for_unknown_instance" in system.log.getvalue():
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: "saga.reply_for_unknown_instance" in system.log.getvalue(), timeout=30
+        )
         assert "saga.reply_for_unknown_instance" in system.log.getvalue()
         await assert_invariants(system)
 

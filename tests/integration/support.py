@@ -145,18 +145,6 @@ async def running_relay(
             await asyncio.wait_for(task, 10)
 
 
-async def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 def make_runner(
     s: Stack,
     *,

@@ -15,6 +15,7 @@ from libs.messaging.consumer import ERROR_ATTEMPTS, ERROR_CLASS, ERROR_MESSAGE, 
 from libs.pg.pool import connect
 from libs.service.runner import HandlerContext
 from libs.settings import ConsumerSettings
+from libs.testing.waiting import wait_until
 
 from .support import (
     COMMANDS,
@@ -30,7 +31,6 @@ from .support import (
     running_relay,
     stack,
     start_batches,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration

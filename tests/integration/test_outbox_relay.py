@@ -10,6 +10,7 @@ import pytest
 
 from libs.outbox import store
 from libs.pg.pool import connect
+from libs.testing.waiting import wait_until
 
 from .support import (
     FAST_RELAY,
@@ -19,7 +20,6 @@ from .support import (
     queue_depth,
     running_relay,
     stack,
-    wait_until,
     write_events,
 )
 

@@ -39,6 +39,7 @@ from libs.pg.pool import connect, connection, create_pool
 from libs.service import MessageRunner
 from libs.testing.fakes import FakeDelivery, RecordingDeadLetters
 from libs.testing.infra import temporary_database
+from libs.testing.waiting import wait_until
 from payment_svc import handlers as payment_handlers
 from payment_svc.adapters import repository as payment_repository
 
@@ -262,14 +263,10 @@ async def test_a_busy_order_sends_the_batch_to_one_command_per_transaction(
             assert [
                 tuple(r) for r in await observer.fetch("SELECT order_id::text FROM payments")
             ] == [(A,)]
-            deadline = time.monotonic() + 10  # B goes on to wait for the holder's lock
-            while (
-                waiting := await observer.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
-                )
-            ) == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert waiting == 1
+            advisory = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+            # B goes on to wait for the holder's lock
+            await wait_until(lambda: observer.fetchval(advisory), timeout=10, interval=0.05)
+            assert await observer.fetchval(advisory) == 1
             assert not handled.done()
         await tx.commit()
         state, counted = await asyncio.wait_for(handled, 10)

@@ -23,6 +23,7 @@ from libs.outbox.relay import HANDED_MAX, OutboxRelay, Wakeup
 from libs.outbox.store import OutboxWriter
 from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.pool import Conn, connect
+from libs.testing.waiting import wait_until
 
 from .support import (
     FAST_RELAY,
@@ -33,7 +34,6 @@ from .support import (
     collect,
     running_relay,
     stack,
-    wait_until,
     write_events,
 )
 

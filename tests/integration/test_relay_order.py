@@ -18,6 +18,7 @@ import pytest
 
 from libs.messages import codec
 from libs.pg.pool import connect
+from libs.testing.waiting import wait_until
 
 from .support import (
     FAST_RELAY,
@@ -27,7 +28,6 @@ from .support import (
     collect,
     running_relay,
     stack,
-    wait_until,
     write_events,
 )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from libs.saga.engine import start
 from libs.service.upkeep import Pruner, prune_once, pruners, run_retention
 from libs.settings import RetentionSettings
 from libs.testing.infra import temporary_database
+from libs.testing.waiting import wait_until
 from saga.domain.order_saga import order_saga
 from tests.orders import order_created
 
@@ -155,6 +155,10 @@ class Relay:
 async def test_only_the_relay_leader_prunes(leading: bool) -> None:
     settings = RetentionSettings(outbox=HOUR, inbox=HOUR, sagas=HOUR, interval=0.1)
     async with database() as dsn:
+
+        async def inbox_pruned() -> bool:
+            return (await counts(dsn))["inbox"] == 0
+
         await seed(dsn, old=3, young=0)
         pool = await create_pool(dsn, max_size=2)
         stopping = asyncio.Event()
@@ -163,11 +167,10 @@ async def test_only_the_relay_leader_prunes(leading: bool) -> None:
         )
         try:
             # a leader prunes within a few rounds (seconds on a slow day); a standby never does
-            deadline = time.monotonic() + (10.0 if leading else 1.0)
-            while time.monotonic() < deadline:
-                if leading and (await counts(dsn))["inbox"] == 0:
-                    break
-                await asyncio.sleep(0.1)
+            if leading:
+                await wait_until(inbox_pruned, timeout=10, interval=0.1)
+            else:
+                await asyncio.sleep(1.0)
         finally:
             stopping.set()
             await task

@@ -17,10 +17,9 @@ from libs.saga import store
 from libs.saga.engine import start
 from libs.saga.runtime import SagaCoordinator
 from libs.testing.infra import temporary_database
+from libs.testing.waiting import wait_until
 from saga.domain.order_saga import order_saga
 from tests.orders import order_created
-
-from .support import wait_until
 
 pytestmark = pytest.mark.integration
 SAGA = order_saga(deadline=10, retries=2)

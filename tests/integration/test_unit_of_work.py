@@ -10,6 +10,7 @@ import pytest
 from libs.outbox.store import NOTIFY_CHANNEL
 from libs.outbox.unit_of_work import unit_of_work
 from libs.pg.pool import connect, connection
+from libs.testing.waiting import wait_until
 
 from .support import NOTES_DDL, REGISTRY, Noted
 
@@ -42,10 +43,7 @@ async def test_a_committed_unit_writes_its_state_and_messages_together_and_wakes
         assert await _rows(listener, "SELECT count(*) FROM notes") == 1
         ids = await listener.fetch("SELECT message_id::text FROM outbox")
         assert [r["message_id"] for r in ids] == [envelope.id]
-        for _ in range(500):
-            if heard:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: heard, timeout=10, interval=0.02)
         assert heard == [NOTIFY_CHANNEL]
     finally:
         await conn.close()
